@@ -1,0 +1,252 @@
+// config.cpp: TOML loading with toml++, --set overrides, unknown-key and type errors, validation.
+#include "config/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace strata {
+
+namespace {
+
+// The one list of every key: loading, unknown-key detection and printing all walk it.
+template <class C, class F>
+void config_visit(C& c, F&& f) {
+  f("model", "layers", c.model.layers);
+  f("model", "d_model", c.model.d_model);
+  f("model", "heads", c.model.heads);
+  f("model", "d_ffn", c.model.d_ffn);
+  f("model", "seq_len", c.model.seq_len);
+  f("model", "vocab", c.model.vocab);
+  f("model", "norm", c.model.norm);
+  f("model", "activation", c.model.activation);
+  f("model", "ln_eps", c.model.ln_eps);
+  f("model", "init_std", c.model.init_std);
+  f("model", "res_post_zero_gain", c.model.res_post_zero_gain);
+  f("train", "steps", c.train.steps);
+  f("train", "batch_size", c.train.batch_size);
+  f("train", "micro_batch_size", c.train.micro_batch_size);
+  f("train", "lr", c.train.lr);
+  f("train", "min_lr", c.train.min_lr);
+  f("train", "warmup_steps", c.train.warmup_steps);
+  f("train", "weight_decay", c.train.weight_decay);
+  f("train", "grad_clip", c.train.grad_clip);
+  f("train", "beta1", c.train.beta1);
+  f("train", "beta2", c.train.beta2);
+  f("train", "adam_eps", c.train.adam_eps);
+  f("train", "seed", c.train.seed);
+  f("train", "threads", c.train.threads);
+  f("train", "eval_interval", c.train.eval_interval);
+  f("train", "eval_batches", c.train.eval_batches);
+  f("data", "train", c.data.train);
+  f("data", "val", c.data.val);
+  f("checkpoint", "dir", c.checkpoint.dir);
+  f("checkpoint", "interval", c.checkpoint.interval);
+  f("checkpoint", "keep", c.checkpoint.keep);
+  f("checkpoint", "resume", c.checkpoint.resume);
+  f("log", "interval", c.log.interval);
+  f("log", "metrics", c.log.metrics);
+  f("log", "peak_gflops", c.log.peak_gflops);
+}
+
+std::string node_text(const toml::node& n) {
+  std::ostringstream os;
+  n.visit([&](auto&& v) {
+    if constexpr (toml::is_string<decltype(v)>)
+      os << '"' << v.get() << '"';
+    else
+      os << v;
+  });
+  return os.str();
+}
+
+struct Reader {
+  const toml::table& root;
+  const std::string& source;
+  template <class T>
+  void operator()(const char* sec, const char* key, T& out) const {
+    const toml::node* n = root.at_path(std::string(sec) + "." + key).node();
+    if (!n) return;
+    auto bad = [&](const char* want) {
+      fail(source, ": key ", sec, ".", key, " expects ", want, ", got ", node_text(*n));
+    };
+    if constexpr (std::is_same_v<T, bool>) {
+      if (!n->is_boolean()) bad("true or false");
+      out = n->as_boolean()->get();
+    } else if constexpr (std::is_integral_v<T>) {
+      if (!n->is_integer()) bad("an integer");
+      int64_t v = n->as_integer()->get();
+      if (v < int64_t(std::numeric_limits<T>::min()) || v > int64_t(std::numeric_limits<T>::max()))
+        bad("an integer in range");
+      out = T(v);
+    } else if constexpr (std::is_floating_point_v<T>) {
+      if (n->is_integer())
+        out = T(n->as_integer()->get());
+      else if (n->is_floating_point())
+        out = T(n->as_floating_point()->get());
+      else
+        bad("a number");
+    } else {
+      if (!n->is_string()) bad("a string");
+      out = n->as_string()->get();
+    }
+  }
+};
+
+// --set section.key=value: the value is parsed as TOML; when that fails it is taken as a string.
+void apply_override(toml::table& root, const std::string& ov, const std::string& source) {
+  auto eq = ov.find('=');
+  auto dot = ov.find('.');
+  if (eq == std::string::npos || dot == std::string::npos || dot > eq)
+    fail(source, ": --set '", ov, "' is not of the form section.key=value");
+  std::string sec = ov.substr(0, dot), key = ov.substr(dot + 1, eq - dot - 1), val = ov.substr(eq + 1);
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + val);
+  } catch (const toml::parse_error&) {
+    parsed = toml::table{};
+    parsed.insert("v", val);
+  }
+  auto* t = root[sec].as_table();
+  if (!t) {
+    root.insert(sec, toml::table{});
+    t = root[sec].as_table();
+  }
+  t->insert_or_assign(key, *parsed["v"].node());
+}
+
+Config from_table(toml::table& root, const std::string& source) {
+  Config c;
+  c.source = source;
+  std::set<std::string> known_sections, known_keys;
+  config_visit(c, [&](const char* s, const char* k, auto&) {
+    known_sections.insert(s);
+    known_keys.insert(std::string(s) + "." + k);
+  });
+  for (auto& [sk, sv] : root) {
+    std::string sec(sk.str());
+    if (!known_sections.count(sec)) fail(source, ": unknown section [", sec, "]");
+    auto* t = sv.as_table();
+    if (!t) fail(source, ": [", sec, "] must be a table");
+    for (auto& [kk, kv] : *t) {
+      std::string full = sec + "." + std::string(kk.str());
+      if (!known_keys.count(full)) fail(source, ": unknown key ", full, " = ", node_text(kv));
+    }
+  }
+  config_visit(c, Reader{root, source});
+  return c;
+}
+
+}  // namespace
+
+Config config_parse(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    fail(source, ":", e.source().begin.line, ":", e.source().begin.column, ": malformed TOML: ", e.description());
+  }
+  for (auto& ov : overrides) apply_override(root, ov, source);
+  Config c = from_table(root, source);
+  config_validate(c);
+  return c;
+}
+
+Config config_load(const std::string& file, const std::vector<std::string>& overrides) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail(file, ": cannot open config file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return config_parse(ss.str(), file, overrides);
+}
+
+void model_config_validate(const ModelConfig& m, const std::string& src) {
+  static const std::set<std::string> norms = {"post", "res_post", "pre", "peri", "deepnorm"};
+  static const std::set<std::string> acts = {"gelu_tanh", "gelu", "relu"};
+  STRATA_CHECK(norms.count(m.norm), src, ": key model.norm = \"", m.norm,
+               "\" is not one of post, res_post, pre, peri, deepnorm");
+  STRATA_CHECK(acts.count(m.activation), src, ": key model.activation = \"", m.activation,
+               "\" is not one of gelu_tanh, gelu, relu");
+  STRATA_CHECK(m.layers >= 1, src, ": key model.layers = ", m.layers, " must be >= 1");
+  STRATA_CHECK(m.d_model >= 1 && m.heads >= 1, src, ": model.d_model = ", m.d_model, " and model.heads = ", m.heads,
+               " must be >= 1");
+  STRATA_CHECK(m.d_model % m.heads == 0, src, ": model.d_model = ", m.d_model, " is not divisible by model.heads = ",
+               m.heads);
+  STRATA_CHECK(m.d_ffn >= 1, src, ": key model.d_ffn = ", m.d_ffn, " must be >= 1");
+  STRATA_CHECK(m.seq_len >= 1, src, ": key model.seq_len = ", m.seq_len, " must be >= 1");
+  STRATA_CHECK(m.vocab >= 2 && m.vocab <= 65536, src, ": key model.vocab = ", m.vocab,
+               " must be in [2, 65536] (tokens are uint16)");
+  STRATA_CHECK(m.ln_eps > 0, src, ": key model.ln_eps = ", m.ln_eps, " must be > 0");
+  STRATA_CHECK(m.init_std > 0, src, ": key model.init_std = ", m.init_std, " must be > 0");
+}
+
+void config_validate(const Config& c) {
+  const std::string& src = c.source;
+  model_config_validate(c.model, src);
+  const auto& t = c.train;
+  STRATA_CHECK(t.steps >= 0, src, ": key train.steps = ", t.steps, " must be >= 0");
+  STRATA_CHECK(t.batch_size >= 1 && t.micro_batch_size >= 1, src, ": train.batch_size = ", t.batch_size,
+               " and train.micro_batch_size = ", t.micro_batch_size, " must be >= 1");
+  STRATA_CHECK(t.batch_size % t.micro_batch_size == 0, src, ": train.batch_size = ", t.batch_size,
+               " is not divisible by train.micro_batch_size = ", t.micro_batch_size);
+  STRATA_CHECK(t.lr > 0 && t.min_lr >= 0 && t.min_lr <= t.lr, src, ": train.lr = ", t.lr, " and train.min_lr = ",
+               t.min_lr, " must satisfy 0 <= min_lr <= lr, lr > 0");
+  STRATA_CHECK(t.warmup_steps >= 0, src, ": key train.warmup_steps = ", t.warmup_steps, " must be >= 0");
+  STRATA_CHECK(t.weight_decay >= 0, src, ": key train.weight_decay = ", t.weight_decay, " must be >= 0");
+  STRATA_CHECK(t.grad_clip >= 0, src, ": key train.grad_clip = ", t.grad_clip, " must be >= 0");
+  STRATA_CHECK(t.beta1 >= 0 && t.beta1 < 1 && t.beta2 >= 0 && t.beta2 < 1, src, ": train.beta1 = ", t.beta1,
+               " and train.beta2 = ", t.beta2, " must be in [0, 1)");
+  STRATA_CHECK(t.adam_eps > 0, src, ": key train.adam_eps = ", t.adam_eps, " must be > 0");
+  STRATA_CHECK(t.threads >= 0, src, ": key train.threads = ", t.threads, " must be >= 0");
+  STRATA_CHECK(t.eval_interval >= 0 && t.eval_batches >= 0, src, ": train.eval_interval = ", t.eval_interval,
+               " and train.eval_batches = ", t.eval_batches, " must be >= 0");
+  STRATA_CHECK(c.checkpoint.interval >= 0, src, ": key checkpoint.interval = ", c.checkpoint.interval,
+               " must be >= 0");
+  STRATA_CHECK(c.checkpoint.keep >= 0, src, ": key checkpoint.keep = ", c.checkpoint.keep, " must be >= 0");
+  STRATA_CHECK(!c.checkpoint.dir.empty(), src, ": key checkpoint.dir must not be empty");
+  STRATA_CHECK(!c.checkpoint.resume.empty(), src, ": key checkpoint.resume must be none, auto or a path");
+  STRATA_CHECK(c.log.interval >= 1, src, ": key log.interval = ", c.log.interval, " must be >= 1");
+  STRATA_CHECK(c.log.peak_gflops >= 0, src, ": key log.peak_gflops = ", c.log.peak_gflops, " must be >= 0");
+}
+
+namespace {
+std::string toml_value(bool v) { return v ? "true" : "false"; }
+std::string toml_value(const std::string& v) {
+  std::string o = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\') o += '\\';
+    o += ch;
+  }
+  return o + "\"";
+}
+std::string toml_value(double v) {
+  char b[64];
+  auto r = std::to_chars(b, b + sizeof b, v);  // shortest text that reads back to the same double
+  std::string s(b, r.ptr);
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+template <class T>
+std::string toml_value(T v) {
+  return std::to_string(v);
+}
+}  // namespace
+
+std::string config_to_toml(const Config& c) {
+  std::string out, section;
+  config_visit(c, [&](const char* s, const char* k, const auto& v) {
+    if (section != s) {
+      out += (section.empty() ? "[" : "\n[") + std::string(s) + "]\n";
+      section = s;
+    }
+    out += std::string(k) + " = " + toml_value(v) + "\n";
+  });
+  return out;
+}
+
+}  // namespace strata

@@ -1,0 +1,79 @@
+// config.hpp: the typed run configuration (one struct per TOML section), loading, --set overrides,
+// validation and the resolved TOML text stored in every checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace strata {
+
+struct ModelConfig {
+  int layers = 12;
+  int d_model = 256;
+  int heads = 4;
+  int d_ffn = 1024;
+  int seq_len = 128;
+  int vocab = 256;
+  std::string norm = "pre";              // post | res_post | pre | peri | deepnorm
+  std::string activation = "gelu_tanh";  // gelu_tanh | gelu | relu
+  double ln_eps = 1e-5;
+  double init_std = 0.02;
+  bool res_post_zero_gain = false;  // res_post: branch-norm gains start at 0 (every block starts as the identity)
+};
+
+struct TrainConfig {
+  int steps = 1000;
+  int batch_size = 8;        // sequences per optimizer step
+  int micro_batch_size = 8;  // sequences per forward/backward; batch_size % micro_batch_size == 0
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int warmup_steps = 100;
+  double weight_decay = 0.1;
+  double grad_clip = 1.0;  // global L2 norm; 0 disables
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double adam_eps = 1e-8;
+  int64_t seed = 1337;
+  int threads = 0;  // 0: all cores
+  int eval_interval = 0;  // steps between validation passes; 0: only at the end
+  int eval_batches = 16;  // validation batches of batch_size sequences
+};
+
+struct DataConfig {
+  std::string train = "data/kjv/train.bin";
+  std::string val = "data/kjv/val.bin";
+};
+
+struct CheckpointConfig {
+  std::string dir = "checkpoints/run";
+  int interval = 0;             // steps between checkpoints; 0: only at the end
+  int keep = 0;                 // newest complete checkpoints kept; 0: all
+  std::string resume = "none";  // none | auto | a checkpoint path
+};
+
+struct LogConfig {
+  int interval = 10;
+  std::string metrics = "";  // JSON-lines file; empty: <checkpoint.dir>/metrics.jsonl
+  double peak_gflops = 0;    // sgemm peak for MFU; 0: measured at start
+};
+
+struct Config {
+  ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+  CheckpointConfig checkpoint;
+  LogConfig log;
+  std::string source = "<defaults>";  // file the config came from, for messages
+};
+
+// Loads FILE, applies "section.key=value" overrides in order, checks for unknown keys and types,
+// then validates. Throws strata::Error with one line naming the file/key and the values.
+Config config_load(const std::string& file, const std::vector<std::string>& overrides);
+// Builds a config from TOML text (checkpoints store their resolved config this way).
+Config config_parse(const std::string& toml_text, const std::string& source,
+                    const std::vector<std::string>& overrides = {});
+void config_validate(const Config& c);
+void model_config_validate(const ModelConfig& m, const std::string& source);
+std::string config_to_toml(const Config& c);
+
+}  // namespace strata

@@ -1,0 +1,41 @@
+// checkpoint.hpp: HDF5 checkpoints: /model (weights + model attributes), /optimizer/{m,v}, /state
+// (step, data cursor, tokens seen, seed) and /config (the resolved TOML). Written atomically:
+// temporary name, flush, fsync, rename, then <dir>/latest names it.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "config/config.hpp"
+#include "model/layout.hpp"
+
+namespace strata {
+
+struct TrainState {
+  int64_t step = 0;          // optimizer steps completed
+  uint64_t data_cursor = 0;  // next training sequence index
+  uint64_t tokens_seen = 0;
+};
+
+struct CheckpointView {  // what a save writes (m, v may be null for weights-only files)
+  const Config* cfg;
+  const ParamLayout* layout;
+  const float *params, *m, *v;
+  TrainState state;
+};
+
+// Writes <dir>/step-<8 digits>.h5, updates <dir>/latest, keeps the newest `keep` (0 = all). Returns the path.
+std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep);
+// Writes a checkpoint file at an exact path (no latest, no pruning), for tools and tests.
+void checkpoint_write_file(const std::string& path, const CheckpointView& c);
+
+ModelConfig checkpoint_model_config(const std::string& path);
+Config checkpoint_config(const std::string& path);
+// Reads weights (and moments where m, v are non-null, and state where st is non-null), checking every shape.
+void checkpoint_load(const std::string& path, const ParamLayout& l, float* params, float* m, float* v,
+                     TrainState* st);
+// The run's model config must equal the checkpoint's; seq_len beyond its pos_embedding is named as such.
+void checkpoint_check_model(const std::string& path, const ModelConfig& ckpt, const ModelConfig& run);
+// Newest checkpoint in dir: <dir>/latest when it names a readable file, else the highest step-*.h5; "" if none.
+std::string checkpoint_find_latest(const std::string& dir);
+
+}  // namespace strata

@@ -1,0 +1,221 @@
+// h5.cpp: HDF5 C API calls with their errors turned into one-line strata::Error messages.
+#include "io/h5.hpp"
+
+#include <algorithm>
+
+#include "core/error.hpp"
+
+namespace strata {
+
+namespace {
+
+struct Silence {  // HDF5 prints its own error stack by default; we report our own line instead
+  Silence() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+};
+void silence() { static Silence s; }
+
+// Closes any HDF5 handle at scope exit.
+struct Handle {
+  hid_t id;
+  herr_t (*close)(hid_t);
+  ~Handle() {
+    if (id >= 0) close(id);
+  }
+};
+
+hid_t lcpl() {  // link creation with intermediate groups
+  hid_t p = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(p, 1);
+  return p;
+}
+
+}  // namespace
+
+std::string dims_text(const std::vector<hsize_t>& d) {
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
+  return s + "]";
+}
+
+H5File H5File::create(const std::string& path) {
+  silence();
+  hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) fail(path, ": cannot create HDF5 file");
+  return H5File(f, path);
+}
+
+H5File H5File::open(const std::string& path) {
+  silence();
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) fail(path, ": cannot open as an HDF5 file (missing, truncated or not HDF5)");
+  return H5File(f, path);
+}
+
+H5File::~H5File() {
+  if (id_ >= 0) H5Fclose(id_);
+}
+
+void H5File::close() {
+  if (id_ < 0) return;
+  herr_t a = H5Fflush(id_, H5F_SCOPE_GLOBAL);
+  herr_t b = H5Fclose(id_);
+  id_ = -1;
+  if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed");
+}
+
+bool H5File::exists(const std::string& obj) const {
+  // Walk the path one link at a time: H5Lexists fails on a missing intermediate group.
+  size_t pos = 0;
+  while (true) {
+    pos = obj.find('/', pos + 1);
+    std::string part = obj.substr(0, pos);
+    if (H5Lexists(id_, part.c_str(), H5P_DEFAULT) <= 0) return false;
+    if (pos == std::string::npos) return true;
+  }
+}
+
+void H5File::make_group(const std::string& obj) {
+  if (exists(obj)) return;
+  Handle p{lcpl(), H5Pclose};
+  Handle g{H5Gcreate2(id_, obj.c_str(), p.id, H5P_DEFAULT, H5P_DEFAULT), H5Gclose};
+  if (g.id < 0) fail(path_, ": cannot create group ", obj);
+}
+
+std::vector<hsize_t> H5File::dims(const std::string& obj) const {
+  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  if (d.id < 0) fail(path_, ": dataset ", obj, " is missing");
+  Handle s{H5Dget_space(d.id), H5Sclose};
+  int nd = H5Sget_simple_extent_ndims(s.id);
+  if (nd < 0) fail(path_, ": dataset ", obj, " has an unreadable shape");
+  std::vector<hsize_t> out(nd);
+  H5Sget_simple_extent_dims(s.id, out.data(), nullptr);
+  return out;
+}
+
+void H5File::write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims) {
+  Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
+  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+  // Chunks of about 1 MiB along the first axis, whole along the others.
+  std::vector<hsize_t> chunk = dims;
+  hsize_t row = 1;
+  for (size_t i = 1; i < dims.size(); i++) row *= dims[i];
+  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(dims[0], (1u << 18) / std::max<hsize_t>(row, 1)));
+  H5Pset_chunk(dcpl.id, int(dims.size()), chunk.data());
+  H5Pset_fletcher32(dcpl.id);
+  Handle p{lcpl(), H5Pclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT), H5Dclose};
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  if (H5Dwrite(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(path_, ": writing dataset ", obj, " failed");
+}
+
+void H5File::read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const {
+  std::vector<hsize_t> got = dims(obj);
+  if (got != expect) fail(path_, ": dataset ", obj, " has shape ", dims_text(got), ", expected ", dims_text(expect));
+  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  if (H5Dread(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(path_, ": reading dataset ", obj, " failed (checksum mismatch or truncated file)");
+}
+
+void H5File::write_i64(const std::string& obj, int64_t v) {
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle p{lcpl(), H5Pclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_STD_I64LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  if (d.id < 0 || H5Dwrite(d.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0)
+    fail(path_, ": writing dataset ", obj, " failed");
+}
+
+int64_t H5File::read_i64(const std::string& obj) const {
+  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  int64_t v = 0;
+  if (d.id < 0 || H5Dread(d.id, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, &v) < 0)
+    fail(path_, ": dataset ", obj, " is missing or unreadable");
+  return v;
+}
+
+namespace {
+hid_t string_type(size_t n) {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, std::max<size_t>(n, 1));
+  H5Tset_strpad(t, H5T_STR_NULLPAD);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+std::string read_string_of(hid_t obj, hid_t type_src, bool is_attr, const std::string& what, const std::string& path) {
+  Handle ft{is_attr ? H5Aget_type(type_src) : H5Dget_type(type_src), H5Tclose};
+  if (ft.id < 0 || H5Tget_class(ft.id) != H5T_STRING || H5Tis_variable_str(ft.id) > 0)
+    fail(path, ": ", what, " is not a fixed-length string");
+  size_t n = H5Tget_size(ft.id);
+  std::string s(n, '\0');
+  Handle mt{string_type(n), H5Tclose};
+  herr_t r = is_attr ? H5Aread(type_src, mt.id, s.data()) : H5Dread(type_src, mt.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data());
+  if (r < 0) fail(path, ": reading ", what, " failed");
+  s.resize(std::min(s.size(), s.find('\0')));
+  (void)obj;
+  return s;
+}
+}  // namespace
+
+void H5File::write_string(const std::string& obj, const std::string& s) {
+  Handle t{string_type(s.size()), H5Tclose};
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle p{lcpl(), H5Pclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), t.id, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  if (d.id < 0 || H5Dwrite(d.id, t.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data()) < 0)
+    fail(path_, ": writing dataset ", obj, " failed");
+}
+
+std::string H5File::read_string(const std::string& obj) const {
+  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  if (d.id < 0) fail(path_, ": dataset ", obj, " is missing");
+  return read_string_of(id_, d.id, false, "dataset " + obj, path_);
+}
+
+namespace {
+template <class F>
+void with_attr_write(hid_t file, const std::string& path, const std::string& obj, const std::string& name, hid_t type,
+                     F&& write) {
+  Handle o{H5Oopen(file, obj.c_str(), H5P_DEFAULT), H5Oclose};
+  if (o.id < 0) fail(path, ": object ", obj, " is missing");
+  if (H5Aexists(o.id, name.c_str()) > 0) H5Adelete(o.id, name.c_str());
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle a{H5Acreate2(o.id, name.c_str(), type, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  if (a.id < 0 || write(a.id) < 0) fail(path, ": writing attribute ", obj, "@", name, " failed");
+}
+Handle attr_open(hid_t file, const std::string& path, const std::string& obj, const std::string& name) {
+  Handle o{H5Oopen(file, obj.c_str(), H5P_DEFAULT), H5Oclose};
+  if (o.id < 0) fail(path, ": object ", obj, " is missing");
+  hid_t a = H5Aopen(o.id, name.c_str(), H5P_DEFAULT);
+  if (a < 0) fail(path, ": attribute ", obj, "@", name, " is missing");
+  return Handle{a, H5Aclose};
+}
+}  // namespace
+
+void H5File::attr_string(const std::string& obj, const std::string& name, const std::string& v) {
+  Handle t{string_type(v.size()), H5Tclose};
+  with_attr_write(id_, path_, obj, name, t.id, [&](hid_t a) { return H5Awrite(a, t.id, v.data()); });
+}
+void H5File::attr_i64(const std::string& obj, const std::string& name, int64_t v) {
+  with_attr_write(id_, path_, obj, name, H5T_STD_I64LE, [&](hid_t a) { return H5Awrite(a, H5T_NATIVE_INT64, &v); });
+}
+void H5File::attr_f64(const std::string& obj, const std::string& name, double v) {
+  with_attr_write(id_, path_, obj, name, H5T_IEEE_F64LE, [&](hid_t a) { return H5Awrite(a, H5T_NATIVE_DOUBLE, &v); });
+}
+std::string H5File::attr_string(const std::string& obj, const std::string& name) const {
+  Handle a = attr_open(id_, path_, obj, name);
+  return read_string_of(id_, a.id, true, "attribute " + obj + "@" + name, path_);
+}
+int64_t H5File::attr_i64(const std::string& obj, const std::string& name) const {
+  Handle a = attr_open(id_, path_, obj, name);
+  int64_t v = 0;
+  if (H5Aread(a.id, H5T_NATIVE_INT64, &v) < 0) fail(path_, ": reading attribute ", obj, "@", name, " failed");
+  return v;
+}
+double H5File::attr_f64(const std::string& obj, const std::string& name) const {
+  Handle a = attr_open(id_, path_, obj, name);
+  double v = 0;
+  if (H5Aread(a.id, H5T_NATIVE_DOUBLE, &v) < 0) fail(path_, ": reading attribute ", obj, "@", name, " failed");
+  return v;
+}
+
+}  // namespace strata

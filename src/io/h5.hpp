@@ -1,0 +1,49 @@
+// h5.hpp: a thin RAII layer over the HDF5 C API: files, float/int datasets (chunked, Fletcher32),
+// scalar and string attributes. Every failure throws strata::Error naming the file and object.
+#pragma once
+#include <hdf5.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace strata {
+
+class H5File {
+ public:
+  static H5File create(const std::string& path);  // truncates
+  static H5File open(const std::string& path);    // read-only
+  H5File(H5File&& o) noexcept : id_(o.id_), path_(std::move(o.path_)) { o.id_ = -1; }
+  H5File& operator=(H5File&&) = delete;
+  ~H5File();
+  void close();  // flushes and closes; throws on failure
+  hid_t id() const { return id_; }
+  const std::string& path() const { return path_; }
+
+  bool exists(const std::string& obj) const;
+  std::vector<hsize_t> dims(const std::string& obj) const;
+  // Datasets (intermediate groups created). Floats are chunked with the Fletcher32 checksum.
+  void write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims);
+  void read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const;
+  void write_i64(const std::string& obj, int64_t v);
+  int64_t read_i64(const std::string& obj) const;
+  void write_string(const std::string& obj, const std::string& s);
+  std::string read_string(const std::string& obj) const;
+  // Attributes on an existing object (a group or dataset).
+  void attr_string(const std::string& obj, const std::string& name, const std::string& v);
+  void attr_i64(const std::string& obj, const std::string& name, int64_t v);
+  void attr_f64(const std::string& obj, const std::string& name, double v);
+  std::string attr_string(const std::string& obj, const std::string& name) const;
+  int64_t attr_i64(const std::string& obj, const std::string& name) const;
+  double attr_f64(const std::string& obj, const std::string& name) const;
+  void make_group(const std::string& obj);
+
+ private:
+  H5File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  hid_t id_;
+  std::string path_;
+};
+
+std::string dims_text(const std::vector<hsize_t>& d);  // "[4, 8]"
+
+}  // namespace strata

@@ -1,0 +1,34 @@
+// optimizer.hpp: learning-rate schedule (linear warmup, cosine decay to min_lr), global-norm clipping and
+// AdamW over the flat parameter buffer, with weight decay on the 2-D tensors only.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "config/config.hpp"
+#include "model/layout.hpp"
+
+namespace strata {
+
+// Learning rate of optimizer step `step` (0-based): lr·(step+1)/warmup during warmup, then cosine from lr to
+// min_lr over the remaining steps.
+double lr_at(const TrainConfig& t, int64_t step);
+
+class AdamW {
+ public:
+  explicit AdamW(const ParamLayout& l) : layout_(&l), m(l.total, 0.0f), v(l.total, 0.0f) {}
+  // One update with gradients g (already clipped); step1 is the 1-based optimizer step.
+  void update(float* params, const float* g, double lr, int64_t step1, const TrainConfig& t);
+
+ private:
+  const ParamLayout* layout_;
+
+ public:
+  std::vector<float> m, v;  // same layout as the parameters
+};
+
+// L2 norm of the whole gradient (deterministic for any thread count).
+double grad_global_norm(const std::vector<float>& g);
+// Scales g so its norm is at most max_norm (0: no clipping). Returns the scale applied.
+float grad_clip(std::vector<float>& g, double norm, double max_norm);
+
+}  // namespace strata
