@@ -43,6 +43,7 @@ void config_visit(C& c, F&& f) {
   f("train", "threads", c.train.threads);
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
+  f("train", "exit_interval", c.train.exit_interval);
   f("data", "train", c.data.train);
   f("data", "val", c.data.val);
   f("checkpoint", "dir", c.checkpoint.dir);
@@ -205,6 +206,7 @@ void config_validate(const Config& c) {
   STRATA_CHECK(t.threads >= 0, src, ": key train.threads = ", t.threads, " must be >= 0");
   STRATA_CHECK(t.eval_interval >= 0 && t.eval_batches >= 0, src, ": train.eval_interval = ", t.eval_interval,
                " and train.eval_batches = ", t.eval_batches, " must be >= 0");
+  STRATA_CHECK(t.exit_interval >= 0, src, ": key train.exit_interval = ", t.exit_interval, " must be >= 0");
   STRATA_CHECK(c.checkpoint.interval >= 0, src, ": key checkpoint.interval = ", c.checkpoint.interval,
                " must be >= 0");
   STRATA_CHECK(c.checkpoint.keep >= 0, src, ": key checkpoint.keep = ", c.checkpoint.keep, " must be >= 0");

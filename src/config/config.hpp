@@ -37,6 +37,7 @@ struct TrainConfig {
   int threads = 0;  // 0: all cores
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
+  int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)
 };
 
 struct DataConfig {

@@ -92,6 +92,16 @@ std::vector<hsize_t> H5File::dims(const std::string& obj) const {
   return out;
 }
 
+namespace {
+void read_typed(hid_t file, const std::string& path, const std::string& obj, hid_t mem_type, void* data,
+                const std::vector<hsize_t>& got, const std::vector<hsize_t>& expect) {
+  if (got != expect) fail(path, ": dataset ", obj, " has shape ", dims_text(got), ", expected ", dims_text(expect));
+  Handle d{H5Dopen2(file, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  if (H5Dread(d.id, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(path, ": reading dataset ", obj, " failed (checksum mismatch or truncated file)");
+}
+}  // namespace
+
 void H5File::write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims) {
   Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
   Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
@@ -110,11 +120,24 @@ void H5File::write_f32(const std::string& obj, const float* data, const std::vec
 }
 
 void H5File::read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const {
-  std::vector<hsize_t> got = dims(obj);
-  if (got != expect) fail(path_, ": dataset ", obj, " has shape ", dims_text(got), ", expected ", dims_text(expect));
-  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
-  if (H5Dread(d.id, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
-    fail(path_, ": reading dataset ", obj, " failed (checksum mismatch or truncated file)");
+  read_typed(id_, path_, obj, H5T_NATIVE_FLOAT, data, dims(obj), expect);
+}
+
+
+void H5File::write_i32(const std::string& obj, const int32_t* data, const std::vector<hsize_t>& dims) {
+  Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
+  Handle p{lcpl(), H5Pclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_STD_I32LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  if (d.id < 0 || H5Dwrite(d.id, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0)
+    fail(path_, ": writing dataset ", obj, " failed");
+}
+
+void H5File::read_i32(const std::string& obj, int32_t* data, const std::vector<hsize_t>& expect) const {
+  read_typed(id_, path_, obj, H5T_NATIVE_INT32, data, dims(obj), expect);
+}
+
+void H5File::read_f64(const std::string& obj, double* data, const std::vector<hsize_t>& expect) const {
+  read_typed(id_, path_, obj, H5T_NATIVE_DOUBLE, data, dims(obj), expect);
 }
 
 void H5File::write_i64(const std::string& obj, int64_t v) {

@@ -25,6 +25,9 @@ class H5File {
   // Datasets (intermediate groups created). Floats are chunked with the Fletcher32 checksum.
   void write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims);
   void read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const;
+  void write_i32(const std::string& obj, const int32_t* data, const std::vector<hsize_t>& dims);
+  void read_i32(const std::string& obj, int32_t* data, const std::vector<hsize_t>& expect) const;
+  void read_f64(const std::string& obj, double* data, const std::vector<hsize_t>& expect) const;  // [] = scalar
   void write_i64(const std::string& obj, int64_t v);
   int64_t read_i64(const std::string& obj) const;
   void write_string(const std::string& obj, const std::string& s);

@@ -95,6 +95,7 @@ double train_run(const Config& cfg) {
     std::ofstream(metrics_path, std::ios::trunc);
   std::ofstream metrics(metrics_path, std::ios::app);
   STRATA_CHECK(metrics.good(), metrics_path, ": cannot open the metrics file (key log.metrics)");
+  metrics.precision(9);
 
   const double peak = cfg.log.peak_gflops > 0 ? cfg.log.peak_gflops : measure_sgemm_gflops();
   const double fpt = flops_per_token(mc, model.layout);
@@ -118,7 +119,10 @@ double train_run(const Config& cfg) {
     log_info(str("step ", step, " | val_loss ", val_loss, " (", val_seqs * T, " tokens)"));
     metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n" << std::flush;
   };
+  int64_t last_saved = -1;
   auto save = [&]() {
+    if (st.step == last_saved) return;
+    last_saved = st.step;
     CheckpointView cv{&cfg, &model.layout, model.params.data(), opt.m.data(), opt.v.data(), st};
     std::string p = checkpoint_save(cfg.checkpoint.dir, cv, cfg.checkpoint.keep);
     if (tty) std::printf("\r\033[K");
@@ -167,6 +171,12 @@ double train_run(const Config& cfg) {
     }
     if (tc.eval_interval > 0 && st.step % tc.eval_interval == 0 && st.step != tc.steps) run_eval(st.step);
     if (cfg.checkpoint.interval > 0 && st.step % cfg.checkpoint.interval == 0 && st.step != tc.steps) save();
+    if (tc.exit_interval > 0 && st.step % tc.exit_interval == 0 && st.step != tc.steps) {
+      if (tty) std::printf("\r\033[K");
+      log_info(str("step ", st.step, " is a multiple of train.exit_interval = ", tc.exit_interval, ": saving and exiting"));
+      save();
+      return val_loss;
+    }
     if (tty) {
       const double el = std::chrono::duration<double>(clock_type::now() - t_start).count();
       const double frac = double(st.step - first_step) / double(tc.steps - first_step);

@@ -1,0 +1,41 @@
+// test_config.cpp: TOML loading, --set overrides, type errors and the resolved-config round trip.
+#define BOOST_TEST_DYN_LINK
+#define BOOST_TEST_MODULE config
+#include <boost/test/unit_test.hpp>
+
+#include "config/config.hpp"
+#include "core/error.hpp"
+
+using namespace strata;
+
+BOOST_AUTO_TEST_CASE(overrides_apply_in_order_and_round_trip) {
+  Config c = config_parse("[model]\nlayers = 6\nnorm = \"post\"\n[train]\nlr = 0.002\n", "t.toml",
+                          {"model.layers=12", "model.norm=peri", "train.lr=1e-4", "model.layers=24",
+                           "checkpoint.dir=runs/a b", "model.res_post_zero_gain=true"});
+  BOOST_TEST(c.model.layers == 24);
+  BOOST_TEST(c.model.norm == "peri");
+  BOOST_TEST(c.train.lr == 1e-4);
+  BOOST_TEST(c.checkpoint.dir == "runs/a b");
+  BOOST_TEST(c.model.res_post_zero_gain);
+  Config back = config_parse(config_to_toml(c), "resolved");
+  BOOST_TEST(config_to_toml(back) == config_to_toml(c));
+  BOOST_TEST(back.train.lr == c.train.lr);
+  BOOST_TEST(back.model.ln_eps == 1e-5);
+}
+
+BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
+  auto msg = [](const std::string& text, std::vector<std::string> ov = {}) {
+    try {
+      config_parse(text, "x.toml", ov);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  BOOST_TEST(msg("[model]\nlayers = 2.5\n") == "x.toml: key model.layers expects an integer, got 2.5");
+  BOOST_TEST(msg("[modle]\n") == "x.toml: unknown section [modle]");
+  BOOST_TEST(msg("[train]\nsteps = 10\nbatch_size = 8\nmicro_batch_size = 3\n") ==
+             "x.toml: train.batch_size = 8 is not divisible by train.micro_batch_size = 3");
+  BOOST_TEST(msg("", {"model"}) == "x.toml: --set 'model' is not of the form section.key=value");
+  BOOST_TEST(msg("", {"train.lr=-1"}).find("train.lr = -1") != std::string::npos);
+}
