@@ -148,11 +148,20 @@ void checkpoint_check_model(const std::string& path, const ModelConfig& c, const
 
 void checkpoint_load(const std::string& path, const ParamLayout& l, float* params, float* m, float* v,
                      TrainState* st) {
+  std::vector<const TensorSpec*> all;
+  for (const TensorSpec& t : l.tensors) all.push_back(&t);
+  checkpoint_load(path, all, 0, params, m, v, st);
+}
+
+void checkpoint_load(const std::string& path, const std::vector<const TensorSpec*>& tensors, size_t base,
+                     float* params, float* m, float* v, TrainState* st) {
   H5File f = H5File::open(path);
-  for (const TensorSpec& t : l.tensors) {
-    f.read_f32("/model/" + t.name, params + t.offset, hdims(t));
-    if (m) f.read_f32("/optimizer/m/" + t.name, m + t.offset, hdims(t));
-    if (v) f.read_f32("/optimizer/v/" + t.name, v + t.offset, hdims(t));
+  for (const TensorSpec* tp : tensors) {
+    const TensorSpec& t = *tp;
+    const size_t o = t.offset - base;
+    f.read_f32("/model/" + t.name, params + o, hdims(t));
+    if (m) f.read_f32("/optimizer/m/" + t.name, m + o, hdims(t));
+    if (v) f.read_f32("/optimizer/v/" + t.name, v + o, hdims(t));
   }
   if (st) {
     st->step = f.read_i64("/state/step");

@@ -33,6 +33,9 @@ Config checkpoint_config(const std::string& path);
 // Reads weights (and moments where m, v are non-null, and state where st is non-null), checking every shape.
 void checkpoint_load(const std::string& path, const ParamLayout& l, float* params, float* m, float* v,
                      TrainState* st);
+// The same for a stage: only `tensors`, into buffers that start at global offset `base`.
+void checkpoint_load(const std::string& path, const std::vector<const TensorSpec*>& tensors, size_t base,
+                     float* params, float* m, float* v, TrainState* st);
 // The run's model config must equal the checkpoint's; seq_len beyond its pos_embedding is named as such.
 void checkpoint_check_model(const std::string& path, const ModelConfig& ckpt, const ModelConfig& run);
 // Newest checkpoint in dir: <dir>/latest when it names a readable file, else the highest step-*.h5; "" if none.

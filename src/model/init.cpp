@@ -27,8 +27,9 @@ void Model::init(uint64_t seed) {
   const double depth_scale = 1.0 / std::sqrt(2.0 * cfg.layers);
   const double beta = std::pow(8.0 * cfg.layers, -0.25);
   const int d = cfg.d_model;
-  for (const TensorSpec& t : layout.tensors) {
-    float* p = params.data() + t.offset;
+  for (const TensorSpec* tp : tensors) {
+    const TensorSpec& t = *tp;
+    float* p = param(t.offset);
     const std::string& n = t.name;
     if (ends_with(n, "/gain")) {
       const bool zero = cfg.res_post_zero_gain && t.block >= 0 && n.find("ln_out") != std::string::npos &&

@@ -1,4 +1,5 @@
-// model.cpp: forward and backward of the decoder, one sub-layer at a time, for every norm placement.
+// model.cpp: forward, input-gradient (B) and weight-gradient (W) passes of a stage, one sub-layer at a time,
+// for every norm placement; activation slots per micro-batch.
 #include "model/model.hpp"
 
 #include <algorithm>
@@ -10,61 +11,128 @@ namespace strata {
 
 using namespace cpu;
 
-Model::Model(const ModelConfig& c) : cfg(c), layout(layout_build(c)), act_(activation_from_name(c.activation.c_str())) {
-  params.assign(layout.total, 0.0f);
-  grads.assign(layout.total, 0.0f);
+// Everything one micro-batch keeps between its forward and its backward passes.
+struct Model::Slot {
+  int B = 0, T = 0;  // capacity
+  int b = 0, t = 0;  // in use
+  bool used = false, pending_w = false;
+  std::vector<float> arena;      // every activation below, one allocation
+  std::vector<SubActs> acts;     // [2·nblocks]: block k attn = 2k, ffn = 2k+1
+  float *x0 = nullptr;           // [N,d] embedding output (first stage) or received input
+  float *xf = nullptr, *fn_mean = nullptr, *fn_rstd = nullptr, *logits = nullptr, *losses = nullptr;  // head
+  // Deferred W inputs, allocated on the first deferred backward: ∂/∂logits [N,V] (head), and per sub-layer
+  // ∂/∂f [N,d] and ∂/∂m1 [N,3d | d_ffn].
+  std::vector<float> dlogits;
+  std::vector<std::vector<float>> wdf, wdm1;
+  float *dy = nullptr, *dx = nullptr;  // [N,d] received output gradient; input gradient to send / embedding's
+  std::vector<int32_t> tokens, targets;
+};
+
+Model::Model(const ModelConfig& c, StageRange r)
+    : cfg(c), range(r), layout(layout_build(c)), act_(activation_from_name(c.activation.c_str())) {
+  if (range.last < 0) range.last = c.layers;
+  STRATA_CHECK(range.first >= 0 && range.first <= range.last && range.last <= c.layers, "stage blocks [",
+               range.first, ", ", range.last, ") are outside the model's ", c.layers, " blocks");
+  slice_begin = range.embedding ? 0 : layout.block_begin[range.first];
+  slice_end = range.head ? layout.total : layout.block_begin[range.last];
+  for (const TensorSpec& t : layout.tensors)
+    if (t.offset >= slice_begin && t.offset < slice_end) tensors.push_back(&t);
+  params.assign(slice_end - slice_begin, 0.0f);
+  grads.assign(slice_end - slice_begin, 0.0f);
 }
+
+Model::~Model() = default;
 
 void Model::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
 
 Model::SubView Model::view(const SubOffsets& o) const {
-  auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : params.data() + off; };
+  auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : param(off); };
   return {p(o.ln_in_g), p(o.ln_in_b), p(o.w1), p(o.b1), p(o.w2), p(o.b2), p(o.ln_out_g), p(o.ln_out_b)};
 }
 
-Model::SubGrad Model::grad(const SubOffsets& o) {
-  auto p = [&](size_t off) -> float* { return off == kAbsent ? nullptr : grads.data() + off; };
+Model::SubGrad Model::grad_view(const SubOffsets& o) {
+  auto p = [&](size_t off) -> float* { return off == kAbsent ? nullptr : grad(off); };
   return {p(o.ln_in_g), p(o.ln_in_b), p(o.w1), p(o.b1), p(o.w2), p(o.b2), p(o.ln_out_g), p(o.ln_out_b)};
 }
 
-void Model::reserve(int B, int T) {
+void Model::reserve_scratch(int B, int T) {
   if (B <= cap_B_ && T <= cap_T_) return;
   cap_B_ = std::max(B, cap_B_);
   cap_T_ = std::max(T, cap_T_);
-  const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, L = cfg.layers;
-  // First pass counts, second pass assigns: one allocation for every activation.
-  acts_.assign(2 * L, SubActs{});
+  const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
+  for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) v->assign(N * d, 0);
+  dmid_.assign(N * std::max(d, F), 0);
+  dm1_.assign(N * std::max(3 * d, F), 0);
+  dlogits_.assign(range.head ? N * cfg.vocab : 0, 0);
+}
+
+int Model::acquire(int B, int T) {
+  STRATA_CHECK(T >= 1 && T <= cfg.seq_len, "sequence of ", T, " tokens: model.seq_len = ", cfg.seq_len);
+  reserve_scratch(B, T);
+  for (size_t i = 0; i < slots_.size(); i++)
+    if (!slots_[i]->used && slots_[i]->B >= B && slots_[i]->T >= T) {
+      slots_[i]->used = true;
+      slots_[i]->b = B, slots_[i]->t = T;
+      return int(i);
+    }
+  auto s = std::make_unique<Slot>();
+  s->B = B, s->T = T, s->b = B, s->t = T, s->used = true;
+  const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
+  s->acts.assign(2 * nblocks(), SubActs{});
+  // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
     size_t off = 0;
     auto take = [&](float*& p, size_t n) {
-      p = pass ? arena_.data() + off : nullptr;
+      p = pass ? s->arena.data() + off : nullptr;
       off += n;
     };
-    for (size_t i = 0; i < 2 * L; i++) {
+    take(s->x0, N * d);
+    for (int i = 0; i < 2 * nblocks(); i++) {
       const bool attn = i % 2 == 0;
-      NormFlags nf = norm_flags(cfg, int(i / 2));
-      SubActs& a = acts_[i];
+      NormFlags nf = norm_flags(cfg, range.first + i / 2);
+      SubActs& a = s->acts[i];
       if (nf.ln_in) take(a.u, N * d), take(a.in_mean, N), take(a.in_rstd, N);
       take(a.m1, N * (attn ? 3 * d : F));
-      if (attn) take(a.probs, size_t(cap_B_) * H * cap_T_ * cap_T_);
+      if (attn) take(a.probs, size_t(B) * H * T * T);
       take(a.mid, N * (attn ? d : F));
       take(a.f, N * d);
       if (nf.ln_branch) take(a.g, N * d), take(a.br_mean, N), take(a.br_rstd, N);
       if (nf.ln_sum) take(a.s, N * d), take(a.sum_mean, N), take(a.sum_rstd, N);
       take(a.y, N * d);
     }
-    if (!pass) arena_.assign(off, 0.0f);
+    if (range.head) {
+      take(s->xf, N * d), take(s->fn_mean, N), take(s->fn_rstd, N), take(s->logits, N * V), take(s->losses, N);
+    } else {
+      take(s->dy, N * d);
+    }
+    take(s->dx, N * d);
+    if (!pass) s->arena.assign(off, 0.0f);
   }
-  emb_.assign(N * d, 0);
-  xf_.assign(N * d, 0);
-  fn_mean_.assign(N, 0);
-  fn_rstd_.assign(N, 0);
-  logits_.assign(N * cfg.vocab, 0);
-  losses_.assign(N, 0);
-  for (auto* v : {&dres_, &dres2_, &ds_, &df_, &du_}) v->assign(N * d, 0);
-  dmid_.assign(N * std::max(d, F), 0);
-  dm1_.assign(N * std::max(3 * d, F), 0);
-  dlogits_.assign(N * cfg.vocab, 0);
+  slots_.push_back(std::move(s));
+  return int(slots_.size() - 1);
+}
+
+void Model::release(int slot) {
+  STRATA_CHECK(!slots_[slot]->pending_w, "activation slot ", slot, " released before its weight gradients");
+  slots_[slot]->used = false;
+}
+
+float* Model::input(int slot) { return slots_[slot]->x0; }
+const float* Model::output(int slot) const {
+  const Slot& s = *slots_[slot];
+  return s.acts.empty() ? s.x0 : s.acts.back().y;
+}
+float* Model::output_grad(int slot) { return slots_[slot]->dy; }
+const float* Model::input_grad(int slot) const { return slots_[slot]->dx; }
+const float* Model::logits() const { return slots_[single_slot_]->logits; }
+
+size_t Model::activation_bytes() const {
+  size_t n = 0;
+  for (auto& s : slots_) {
+    n += (s->arena.size() + s->dlogits.capacity()) * sizeof(float);
+    for (size_t i = 0; i < s->wdf.size(); i++) n += (s->wdf[i].capacity() + s->wdm1[i].capacity()) * sizeof(float);
+  }
+  return n;
 }
 
 // u = LN_in(x)? ; f = F(u) ; g = LN_branch(f)? ; s = α·x + g ; y = LN_sum(s)?
@@ -77,13 +145,13 @@ void Model::sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubAct
     in = a.u;
   }
   if (attn) {
-    matmul_forward(a.m1, in, p.w1, p.b1, N, d, 3 * d);     // [N,3d]
+    matmul_forward(a.m1, in, p.w1, p.b1, N, d, 3 * d);            // [N,3d]
     attention_forward(a.mid, a.probs, a.m1, B, T, d, cfg.heads);  // [N,d]
-    matmul_forward(a.f, a.mid, p.w2, p.b2, N, d, d);       // [N,d]
+    matmul_forward(a.f, a.mid, p.w2, p.b2, N, d, d);              // [N,d]
   } else {
-    matmul_forward(a.m1, in, p.w1, p.b1, N, d, F);          // [N,F]
-    activation_forward(a.mid, a.m1, size_t(N) * F, act_);   // [N,F]
-    matmul_forward(a.f, a.mid, p.w2, p.b2, N, F, d);        // [N,d]
+    matmul_forward(a.m1, in, p.w1, p.b1, N, d, F);         // [N,F]
+    activation_forward(a.mid, a.m1, size_t(N) * F, act_);  // [N,F]
+    matmul_forward(a.f, a.mid, p.w2, p.b2, N, F, d);       // [N,d]
   }
   const float* g = a.f;
   if (nf.ln_branch) {
@@ -98,9 +166,9 @@ void Model::sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubAct
   }
 }
 
-// dx[N,d] = ∂/∂x given dy[N,d]; parameter gradients +=.
-void Model::sub_backward(bool attn, const NormFlags& nf, const SubView& p, SubGrad& gr, const SubActs& a,
-                         const float* dy, float* dx, int B, int T) {
+// dx[N,d] = ∂/∂x given dy[N,d]; LayerNorm parameter gradients +=. Returns ∂/∂f; ∂/∂m1 is left in dm1_.
+const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const SubView& p, SubGrad& gr,
+                                       const SubActs& a, const float* dy, float* dx, int B, int T) {
   const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
   const size_t Nd = size_t(N) * d;
   const float* ds = dy;
@@ -116,85 +184,155 @@ void Model::sub_backward(bool attn, const NormFlags& nf, const SubView& p, SubGr
     df = df_.data();
   }
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
-  matmul_backward_weight(gr.w2, gr.b2, df, a.mid, N, IC2, d);
   matmul_backward_input(dmid_.data(), df, p.w2, N, IC2, d, false);  // [N,IC2]
   if (attn)
     attention_backward(dm1_.data(), dmid_.data(), a.probs, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
     activation_backward(dm1_.data(), dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
-  const float* in = nf.ln_in ? a.u : a.x;
-  matmul_backward_weight(gr.w1, gr.b1, dm1_.data(), in, N, d, OC1);
   if (nf.ln_in) {
     matmul_backward_input(du_.data(), dm1_.data(), p.w1, N, d, OC1, false);
     layernorm_backward(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N, d, true);
   } else {
     matmul_backward_input(dx, dm1_.data(), p.w1, N, d, OC1, true);
   }
+  return df;
 }
 
-float Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
-  STRATA_CHECK(T <= cfg.seq_len, "sequence of ", T, " tokens exceeds model.seq_len = ", cfg.seq_len);
-  reserve(B, T);
-  const int N = B * T, d = cfg.d_model, V = cfg.vocab;
-  for (int i = 0; i < N; i++)
-    STRATA_CHECK(tokens[i] >= 0 && tokens[i] < V, "token id ", tokens[i], " at position ", i, " is >= model.vocab = ",
-                 V);
-  const float* P = params.data();
-  embedding_forward(emb_.data(), tokens, P + layout.tok_embedding, P + layout.pos_embedding, B, T, d);
-  const float* x = emb_.data();
-  for (int l = 0; l < cfg.layers; l++) {
+// dw2 += midᵀ·df, db2 += Σ df ; dw1 += inᵀ·dm1, db1 += Σ dm1.
+void Model::sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& gr, const SubActs& a, const float* df,
+                                const float* dm1, int B, int T) {
+  const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
+  const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
+  matmul_backward_weight(gr.w2, gr.b2, df, a.mid, N, IC2, d);
+  matmul_backward_weight(gr.w1, gr.b1, dm1, nf.ln_in ? a.u : a.x, N, d, OC1);
+}
+
+double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targets) {
+  Slot& s = *slots_[slot];
+  const int B = s.b, T = s.t, N = B * T, d = cfg.d_model, V = cfg.vocab;
+  if (range.embedding) {
+    for (int i = 0; i < N; i++)
+      STRATA_CHECK(tokens[i] >= 0 && tokens[i] < V, "token id ", tokens[i], " at position ", i,
+                   " is >= model.vocab = ", V);
+    s.tokens.assign(tokens, tokens + N);
+    embedding_forward(s.x0, tokens, param(layout.tok_embedding), param(layout.pos_embedding), B, T, d);
+  }
+  const float* x = s.x0;
+  for (int k = 0; k < nblocks(); k++) {
+    const int l = range.first + k;
     NormFlags nf = norm_flags(cfg, l);
-    for (int s = 0; s < 2; s++) {
-      SubActs& a = acts_[2 * l + s];
+    for (int j = 0; j < 2; j++) {
+      SubActs& a = s.acts[2 * k + j];
       a.x = x;
-      sub_forward(s == 0, nf, view(s == 0 ? layout.attn[l] : layout.ffn[l]), a, B, T);
+      sub_forward(j == 0, nf, view(j == 0 ? layout.attn[l] : layout.ffn[l]), a, B, T);
       x = a.y;
     }
   }
+  if (!range.head) return 0.0;
   const float* xf = x;
   if (has_final_norm(cfg)) {
-    layernorm_forward(xf_.data(), fn_mean_.data(), fn_rstd_.data(), x, P + layout.final_norm_g,
-                      P + layout.final_norm_b, N, d, cfg.ln_eps);
-    xf = xf_.data();
+    layernorm_forward(s.xf, s.fn_mean, s.fn_rstd, x, param(layout.final_norm_g), param(layout.final_norm_b), N, d,
+                      cfg.ln_eps);
+    xf = s.xf;
   }
-  matmul_forward(logits_.data(), xf, P + layout.lm_head, static_cast<const float*>(nullptr), N, d, V);
-  if (!targets) return 0.0f;
+  matmul_forward(s.logits, xf, param(layout.lm_head), static_cast<const float*>(nullptr), N, d, V);
+  if (!targets) return 0.0;
   for (int i = 0; i < N; i++)
     STRATA_CHECK(targets[i] >= 0 && targets[i] < V, "target id ", targets[i], " is >= model.vocab = ", V);
-  crossentropy_forward(losses_.data(), logits_.data(), targets, N, V);
+  s.targets.assign(targets, targets + N);
+  crossentropy_forward(s.losses, s.logits, targets, N, V);
   double sum = 0;
-  for (int i = 0; i < N; i++) sum += losses_[i];
-  return float(sum / N);
+  for (int i = 0; i < N; i++) sum += s.losses[i];
+  return sum;
+}
+
+void Model::backward_input(int slot, float dloss_scale, bool defer) {
+  Slot& s = *slots_[slot];
+  const int B = s.b, T = s.t, N = B * T, d = cfg.d_model, V = cfg.vocab;
+  const float* dcur = s.dy;  // ∂loss/∂(current stream)
+  const float* xlast = output(slot);
+  if (range.head) {
+    float* dl = dlogits_.data();
+    if (defer) {
+      s.dlogits.resize(size_t(s.B) * s.T * V);
+      dl = s.dlogits.data();
+    }
+    crossentropy_backward(dl, s.logits, s.targets.data(), N, V, dloss_scale);
+    const bool fn = has_final_norm(cfg);
+    if (!defer)
+      matmul_backward_weight(grad(layout.lm_head), static_cast<float*>(nullptr), dl, fn ? s.xf : xlast, N, d, V);
+    float* dh = nblocks() > 0 ? sa_.data() : s.dx;
+    if (fn) {
+      matmul_backward_input(du_.data(), dl, param(layout.lm_head), N, d, V, false);
+      layernorm_backward(dh, grad(layout.final_norm_g), grad(layout.final_norm_b), du_.data(), xlast,
+                         param(layout.final_norm_g), s.fn_mean, s.fn_rstd, N, d, false);
+    } else {
+      matmul_backward_input(dh, dl, param(layout.lm_head), N, d, V, false);
+    }
+    dcur = dh;
+  }
+  for (int i = 2 * nblocks() - 1; i >= 0; i--) {
+    const int l = range.first + i / 2;
+    const bool attn = i % 2 == 0;
+    const SubOffsets& o = attn ? layout.attn[l] : layout.ffn[l];
+    SubGrad g = grad_view(o);
+    NormFlags nf = norm_flags(cfg, l);
+    float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
+    const SubActs& a = s.acts[i];
+    const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T);
+    if (defer) {  // keep what the W pass reads: the scratch buffers are reused by the next sub-layer
+      const size_t nf_ = size_t(N) * d, nm = size_t(N) * (attn ? 3 * d : cfg.d_ffn);
+      s.wdf.resize(2 * nblocks());
+      s.wdm1.resize(2 * nblocks());
+      s.wdf[i].assign(df, df + nf_);
+      s.wdm1[i].assign(dm1_.data(), dm1_.data() + nm);
+    } else {
+      sub_backward_weight(attn, nf, g, a, df, dm1_.data(), B, T);
+    }
+    dcur = dnext;
+  }
+  if (range.embedding && !defer)
+    embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
+  s.pending_w = defer;
+}
+
+void Model::backward_weight(int slot) {
+  Slot& s = *slots_[slot];
+  STRATA_CHECK(s.pending_w, "backward_weight on slot ", slot, " without a deferred backward_input");
+  const int B = s.b, T = s.t, N = B * T, d = cfg.d_model, V = cfg.vocab;
+  if (range.head)
+    matmul_backward_weight(grad(layout.lm_head), static_cast<float*>(nullptr), s.dlogits.data(),
+                           has_final_norm(cfg) ? s.xf : output(slot), N, d, V);
+  for (int i = 2 * nblocks() - 1; i >= 0; i--) {
+    const int l = range.first + i / 2;
+    const bool attn = i % 2 == 0;
+    SubGrad g = grad_view(attn ? layout.attn[l] : layout.ffn[l]);
+    const SubActs& a = s.acts[i];
+    sub_backward_weight(attn, norm_flags(cfg, l), g, a, s.wdf[i].data(), s.wdm1[i].data(), B, T);
+  }
+  if (range.embedding)
+    embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
+  s.pending_w = false;
+}
+
+float Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {
+  STRATA_CHECK(range.embedding && range.head, "forward(tokens) needs the whole model");
+  if (single_slot_ >= 0 && (slots_[single_slot_]->B < B || slots_[single_slot_]->T < T)) {
+    release(single_slot_);
+    single_slot_ = -1;
+  }
+  if (single_slot_ < 0) {
+    single_slot_ = acquire(B, T);
+  } else {
+    slots_[single_slot_]->b = B;
+    slots_[single_slot_]->t = T;
+  }
+  return float(forward_slot(single_slot_, tokens, targets) / (double(B) * T));
 }
 
 void Model::backward(const int32_t* tokens, const int32_t* targets, int B, int T, float dloss_scale) {
-  const int N = B * T, d = cfg.d_model, V = cfg.vocab;
-  const float* P = params.data();
-  float* G = grads.data();
-  crossentropy_backward(dlogits_.data(), logits_.data(), targets, N, V, dloss_scale);
-  const float* xlast = acts_.back().y;
-  const bool fn = has_final_norm(cfg);
-  const float* xf = fn ? xf_.data() : xlast;
-  matmul_backward_weight(G + layout.lm_head, static_cast<float*>(nullptr), dlogits_.data(), xf, N, d, V);
-  float* dres = dres_.data();
-  float* dnext = dres2_.data();
-  if (fn) {
-    matmul_backward_input(du_.data(), dlogits_.data(), P + layout.lm_head, N, d, V, false);
-    layernorm_backward(dres, G + layout.final_norm_g, G + layout.final_norm_b, du_.data(), xlast,
-                       P + layout.final_norm_g, fn_mean_.data(), fn_rstd_.data(), N, d, false);
-  } else {
-    matmul_backward_input(dres, dlogits_.data(), P + layout.lm_head, N, d, V, false);
-  }
-  for (int l = cfg.layers - 1; l >= 0; l--) {
-    NormFlags nf = norm_flags(cfg, l);
-    for (int s = 1; s >= 0; s--) {
-      const SubOffsets& o = s == 0 ? layout.attn[l] : layout.ffn[l];
-      SubGrad g = grad(o);
-      sub_backward(s == 0, nf, view(o), g, acts_[2 * l + s], dres, dnext, B, T);
-      std::swap(dres, dnext);
-    }
-  }
-  embedding_backward(G + layout.tok_embedding, G + layout.pos_embedding, dres, tokens, B, T, d);
+  (void)tokens, (void)targets, (void)B, (void)T;
+  backward_input(single_slot_, dloss_scale, false);
 }
 
 }  // namespace strata

@@ -1,8 +1,11 @@
-// model.hpp: the decoder (embedding → L blocks → [final norm] → lm_head → cross-entropy) with its
-// parameters, gradients and activations in flat buffers, and a hand-written forward and backward.
-// The model knows nothing of optimizers, data or parallelism.
+// model.hpp: the decoder, or one pipeline stage of it: [embedding] → blocks [first, last) → [final norm →
+// lm_head → cross-entropy], with its parameters and gradients in flat buffers (the stage's contiguous slice
+// of the layer-major layout), activations in per-micro-batch slots, and a hand-written forward and a
+// backward split into an input-gradient pass (B) and a weight-gradient pass (W).
+// The model knows nothing of optimizers, data or communication.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "backend/ops.hpp"
@@ -11,43 +14,73 @@
 
 namespace strata {
 
+// The part of the model a stage owns. The default is the whole model.
+struct StageRange {
+  int first = 0, last = -1;  // blocks [first, last); −1: every block
+  bool embedding = true;     // token + position embedding (the first stage)
+  bool head = true;          // final norm, lm_head and loss (the last stage)
+};
+
 // Activations of one sub-layer for one micro-batch (nullptr where the placement has none). N = B·T rows.
 struct SubActs {
-  const float* x = nullptr;                              // [N,d] input (previous output), not owned
-  float *u = nullptr, *in_mean = nullptr, *in_rstd = nullptr;      // LN_in out [N,d], [N], [N]
-  float* m1 = nullptr;                                   // [N,3d] qkv | [N,d_ffn] pre-activation
-  float* probs = nullptr;                                // [B,H,T,T] attention probabilities
-  float* mid = nullptr;                                  // [N,d] heads concatenated | [N,d_ffn] σ(m1)
-  float* f = nullptr;                                    // [N,d] F(u)
-  float *g = nullptr, *br_mean = nullptr, *br_rstd = nullptr;      // LN_branch(f)
-  float *s = nullptr, *sum_mean = nullptr, *sum_rstd = nullptr;    // α·x + g before LN_sum
-  float* y = nullptr;                                    // [N,d] output
+  const float* x = nullptr;                                     // [N,d] input (previous output), not owned
+  float *u = nullptr, *in_mean = nullptr, *in_rstd = nullptr;   // LN_in out [N,d], [N], [N]
+  float* m1 = nullptr;                                          // [N,3d] qkv | [N,d_ffn] pre-activation
+  float* probs = nullptr;                                       // [B,H,T,T] attention probabilities
+  float* mid = nullptr;                                         // [N,d] heads concatenated | [N,d_ffn] σ(m1)
+  float* f = nullptr;                                           // [N,d] F(u)
+  float *g = nullptr, *br_mean = nullptr, *br_rstd = nullptr;   // LN_branch(f)
+  float *s = nullptr, *sum_mean = nullptr, *sum_rstd = nullptr; // α·x + g before LN_sum
+  float* y = nullptr;                                           // [N,d] output
 };
 
 class Model {
  public:
-  explicit Model(const ModelConfig& cfg);
+  explicit Model(const ModelConfig& cfg, StageRange range = {});
+  ~Model();
 
-  // Draws the parameters from the counter-based RNG: the same seed gives the same weights in any layout.
+  // Draws the stage's parameters from the counter-based RNG: each tensor gets the values it has in the
+  // whole model, whatever the partition.
   void init(uint64_t seed);
-  // Sizes the activation buffers for micro-batches of B sequences of up to T tokens.
-  void reserve(int B, int T);
-
-  // Forward pass over tokens[B,T]. With targets, returns the mean loss over B·T and keeps what the
-  // backward needs; without, computes logits only (see logits()).
-  float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
-  // Backward of the last forward: grads += d(loss_sum · dloss_scale)/dθ.
-  void backward(const int32_t* tokens, const int32_t* targets, int B, int T, float dloss_scale);
   void zero_grad();
 
-  const float* logits() const { return logits_.data(); }  // [B,T,V] of the last forward
-  const float* losses() const { return losses_.data(); }  // [B·T] of the last forward with targets
+  // ---- one micro-batch at a time (single process, eval, sample): slot 0 ----
+  // Forward over tokens[B,T]; with targets returns the mean loss over B·T, else computes logits only.
+  float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
+  // Backward of the last forward: grads += ∂(loss_sum · dloss_scale)/∂θ.
+  void backward(const int32_t* tokens, const int32_t* targets, int B, int T, float dloss_scale);
+  const float* logits() const;  // [B,T,V] of the last forward (head stages)
+
+  // ---- pipeline: many micro-batches in flight, each in its own slot ----
+  int acquire(int B, int T);  // a free slot sized for B×T; the pool grows to the peak in flight
+  void release(int slot);
+  float* input(int slot);              // [N,d] where a non-first stage receives its input activations
+  const float* output(int slot) const; // [N,d] activations leaving a non-head stage (after forward)
+  float* output_grad(int slot);        // [N,d] where a non-head stage receives ∂loss/∂output
+  const float* input_grad(int slot) const;  // [N,d] ∂loss/∂input to send back (after backward_input)
+  // Forward of the slot's micro-batch; tokens on the first stage, targets on the head stage. Returns the
+  // summed loss over the slot's tokens on the head stage, else 0.
+  double forward_slot(int slot, const int32_t* tokens, const int32_t* targets);
+  // B: gradients with respect to activations (and LayerNorm parameters); with defer_weight the matmul weight
+  // gradients wait for backward_weight, otherwise they are done here too.
+  void backward_input(int slot, float dloss_scale, bool defer_weight);
+  void backward_weight(int slot);  // W: the deferred weight gradients; grads +=
+
+  size_t activation_bytes() const;  // bytes held by all slots ever allocated (the peak in flight)
+  int slots_allocated() const { return int(slots_.size()); }
 
   ModelConfig cfg;
-  ParamLayout layout;
-  std::vector<float> params, grads;  // [layout.total]
+  StageRange range;
+  ParamLayout layout;                // of the whole model; offsets are global
+  size_t slice_begin = 0, slice_end = 0;  // this stage's part of the layout
+  std::vector<const TensorSpec*> tensors;  // the tensors this stage owns
+  std::vector<float> params, grads;  // [slice_end − slice_begin]
+  float* param(size_t global_offset) { return params.data() + (global_offset - slice_begin); }
+  const float* param(size_t global_offset) const { return params.data() + (global_offset - slice_begin); }
+  float* grad(size_t global_offset) { return grads.data() + (global_offset - slice_begin); }
 
  private:
+  struct Slot;
   struct SubView {
     const float *ln_in_g, *ln_in_b, *w1, *b1, *w2, *b2, *ln_out_g, *ln_out_b;
   };
@@ -55,17 +88,21 @@ class Model {
     float *ln_in_g, *ln_in_b, *w1, *b1, *w2, *b2, *ln_out_g, *ln_out_b;
   };
   SubView view(const SubOffsets& o) const;
-  SubGrad grad(const SubOffsets& o);
+  SubGrad grad_view(const SubOffsets& o);
   void sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubActs& a, int B, int T);
-  void sub_backward(bool attn, const NormFlags& nf, const SubView& p, SubGrad& g, const SubActs& a, const float* dy,
-                    float* dx, int B, int T);
+  // Returns ∂/∂f, the first input of the W pass (the second, ∂/∂m1, is left in dm1_).
+  const float* sub_backward_input(bool attn, const NormFlags& nf, const SubView& p, SubGrad& g, const SubActs& a,
+                                  const float* dy, float* dx, int B, int T);
+  void sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& g, const SubActs& a, const float* df,
+                           const float* dm1, int B, int T);
+  void reserve_scratch(int B, int T);
+  int nblocks() const { return range.last - range.first; }
 
   cpu::Activation act_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  int single_slot_ = -1;  // slot used by forward()/backward()
   int cap_B_ = 0, cap_T_ = 0;
-  std::vector<float> arena_;       // all activations
-  std::vector<SubActs> acts_;      // [2L]: block b attn = 2b, ffn = 2b+1 (pointers into arena_ at full capacity)
-  std::vector<float> emb_, xf_, fn_mean_, fn_rstd_, logits_, losses_;
-  std::vector<float> dres_, dres2_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
+  std::vector<float> sa_, sb_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
 };
 
 }  // namespace strata

@@ -18,9 +18,10 @@ double lr_at(const TrainConfig& t, int64_t step) {
 
 void AdamW::update(float* params, const float* g, double lr, int64_t step1, const TrainConfig& t) {
   cpu::AdamWParams hp{float(lr), float(t.beta1), float(t.beta2), float(t.adam_eps), float(t.weight_decay), int(step1)};
-  for (const TensorSpec& ts : layout_->tensors)
-    cpu::adamw_update(params + ts.offset, m.data() + ts.offset, v.data() + ts.offset, g + ts.offset, ts.size, hp,
-                      ts.decay);
+  for (const TensorSpec* ts : tensors_) {
+    const size_t o = ts->offset - base_;
+    cpu::adamw_update(params + o, m.data() + o, v.data() + o, g + o, ts->size, hp, ts->decay);
+  }
 }
 
 double grad_global_norm(const std::vector<float>& g) { return std::sqrt(cpu::sum_squares(g.data(), g.size())); }

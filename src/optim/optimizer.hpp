@@ -13,14 +13,17 @@ namespace strata {
 // min_lr over the remaining steps.
 double lr_at(const TrainConfig& t, int64_t step);
 
+// AdamW over one stage's slice: tensors with global offsets, buffers starting at global offset `base`.
 class AdamW {
  public:
-  explicit AdamW(const ParamLayout& l) : layout_(&l), m(l.total, 0.0f), v(l.total, 0.0f) {}
+  AdamW(std::vector<const TensorSpec*> tensors, size_t base, size_t n)
+      : tensors_(std::move(tensors)), base_(base), m(n, 0.0f), v(n, 0.0f) {}
   // One update with gradients g (already clipped); step1 is the 1-based optimizer step.
   void update(float* params, const float* g, double lr, int64_t step1, const TrainConfig& t);
 
  private:
-  const ParamLayout* layout_;
+  std::vector<const TensorSpec*> tensors_;
+  size_t base_;
 
  public:
   std::vector<float> m, v;  // same layout as the parameters

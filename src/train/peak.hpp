@@ -4,6 +4,6 @@
 namespace strata {
 
 // GFLOP/s of cblas_sgemm on n×n matrices with the current thread count (best of a few runs).
-double measure_sgemm_gflops(int n = 1024, int reps = 4);
+double measure_sgemm_gflops(int n = 2048, int reps = 3);
 
 }  // namespace strata

@@ -69,7 +69,7 @@ double train_run(const Config& cfg) {
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
 
   Model model(mc);
-  AdamW opt(model.layout);
+  AdamW opt(model.tensors, model.slice_begin, model.params.size());
   TrainState st;
   std::string resume_from;
   if (cfg.checkpoint.resume == "auto") {
@@ -104,7 +104,6 @@ double train_run(const Config& cfg) {
                " GFLOP/s", cfg.log.peak_gflops > 0 ? " (config)" : " (measured)"));
 
   const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, accum = B / MB;
-  model.reserve(MB, T);
   std::vector<int32_t> x(size_t(MB) * T), y(size_t(MB) * T);
   const uint64_t val_seqs = std::min<uint64_t>(uint64_t(tc.eval_batches) * B, val_data.eval_sequences());
   const bool tty = isatty(fileno(stdout));
