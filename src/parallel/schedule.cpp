@@ -101,36 +101,29 @@ std::vector<Action> order_interleaved(const ScheduleSpec& s, int stage) {
   return a;
 }
 
-// ZB-H1 (Qi et al. 2023): B and W split; list scheduling in unit time with the priority B > F > W and at most
-// P micro-batches held per stage (1F1B's peak, on its stage 0), so deferred W passes fill the bubbles without
-// raising the peak activation memory above 1F1B's.
-std::vector<std::vector<Action>> order_zb_h1(const ScheduleSpec& s) {
-  const int P = s.P, M = s.M;
-  std::vector<std::vector<Action>> out(P);
-  // Completion times (unit steps) of F, B per stage and micro-batch; -1 = not done.
-  std::vector<std::vector<int>> fdone(P, std::vector<int>(M, -1)), bdone(P, std::vector<int>(M, -1));
-  std::vector<int> nf(P, 0), nb(P, 0), nw(P, 0);
-  int finished = 0;
-  for (int t = 0; finished < P; t++) {
-    for (int p = 0; p < P; p++) {
-      if (nw[p] == M) continue;
-      const bool b_ready = nb[p] < nf[p] && (p == P - 1 ? fdone[p][nb[p]] >= 0 && fdone[p][nb[p]] <= t
-                                                        : bdone[p + 1][nb[p]] >= 0 && bdone[p + 1][nb[p]] <= t);
-      const bool f_ready = nf[p] < M && nf[p] - nw[p] < P && (p == 0 || (fdone[p - 1][nf[p]] >= 0 &&
-                                                                          fdone[p - 1][nf[p]] <= t));
-      if (b_ready) {
-        out[p].push_back(compute(Op::backward_input, nb[p]));
-        bdone[p][nb[p]++] = t + 1;
-      } else if (f_ready) {
-        out[p].push_back(compute(Op::forward, nf[p]));
-        fdone[p][nf[p]++] = t + 1;
-      } else if (nw[p] < nb[p]) {
-        out[p].push_back(compute(Op::backward_weight, nw[p]++));
-        if (nw[p] == M) finished++;
-      }
-    }
+// ZB-H1 (Qi et al. 2023): 1f1b's order of F and B (warmup P − s − 1), with the backward split into B and W and
+// stage s deferring its W passes by s micro-batches, so the W's fill the cooldown bubbles. With equal F, B, W
+// times and M ≥ P every stage idles P − 1 units against 1f1b's 3(P − 1), and no stage holds more than P
+// micro-batches (1f1b's peak, on its stage 0).
+std::vector<Action> order_zb_h1(const ScheduleSpec& s, int stage) {
+  std::vector<Action> a;
+  const int warm = std::min(s.P - stage - 1, s.M), delay = stage;
+  int nw = 0;
+  auto after_b = [&](int k) {
+    if (k - delay >= nw) a.push_back(compute(Op::backward_weight, nw++));
+  };
+  for (int m = 0; m < warm; m++) a.push_back(compute(Op::forward, m));
+  for (int k = 0; k < s.M - warm; k++) {
+    a.push_back(compute(Op::forward, warm + k));
+    a.push_back(compute(Op::backward_input, k));
+    after_b(k);
   }
-  return out;
+  for (int k = s.M - warm; k < s.M; k++) {
+    a.push_back(compute(Op::backward_input, k));
+    after_b(k);
+  }
+  while (nw < s.M) a.push_back(compute(Op::backward_weight, nw++));
+  return a;
 }
 
 // Wraps each compute action with its receive before and its send after.
@@ -160,14 +153,11 @@ std::vector<Action> with_comm(const ScheduleSpec& s, int stage, const std::vecto
 std::vector<std::vector<Action>> schedule_build_all(const ScheduleSpec& s) {
   schedule_validate(s);
   std::vector<std::vector<Action>> orders(s.P);
-  if (s.kind == ScheduleKind::zb_h1) {
-    orders = order_zb_h1(s);
-  } else {
-    for (int p = 0; p < s.P; p++)
-      orders[p] = s.kind == ScheduleKind::gpipe ? order_gpipe(s)
-                  : s.kind == ScheduleKind::one_f_one_b ? order_1f1b(s, p)
-                                                        : order_interleaved(s, p);
-  }
+  for (int p = 0; p < s.P; p++)
+    orders[p] = s.kind == ScheduleKind::gpipe         ? order_gpipe(s)
+                : s.kind == ScheduleKind::one_f_one_b ? order_1f1b(s, p)
+                : s.kind == ScheduleKind::zb_h1       ? order_zb_h1(s, p)
+                                                      : order_interleaved(s, p);
   for (int p = 0; p < s.P; p++) orders[p] = with_comm(s, p, orders[p]);
   return orders;
 }
