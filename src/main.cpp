@@ -6,10 +6,47 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "data/prepare.hpp"
+#include "parallel/schedule.hpp"
 #include "train/commands.hpp"
 
+namespace {
+
+using namespace strata;
+
+// `strata train` on every rank. Errors every rank meets alike (the config, the world size) are printed once, by
+// rank 0, and end every rank with exit 1; an error on one rank ends the whole job through MPI_Abort.
+int train_main(int argc, char** argv, const std::string& file, const std::vector<std::string>& sets) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  Config cfg;
+  try {
+    cfg = config_load(file, sets);
+    STRATA_CHECK(cfg.parallel.pipeline * cfg.parallel.data == size, "parallel.pipeline (", cfg.parallel.pipeline,
+                 ") × parallel.data (", cfg.parallel.data, ") = ", cfg.parallel.pipeline * cfg.parallel.data,
+                 " ≠ world size ", size);
+  } catch (const Error& e) {
+    if (rank == 0) log_error(e.what());
+    MPI_Finalize();
+    return 1;
+  }
+  try {
+    train_run(cfg, MPI_COMM_WORLD);
+  } catch (const std::exception& e) {
+    if (size > 1) log_set_rank(rank);
+    log_error(e.what());
+    if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Finalize();
+    return 1;
+  }
+  MPI_Finalize();
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
-  using namespace strata;
   CLI::App app{"Strata: a trainer for very deep decoder-only Transformers with selectable LayerNorm placement"};
   app.require_subcommand(1);
 
@@ -47,17 +84,27 @@ int main(int argc, char** argv) {
   prepare->add_option("--out", out_dir, "output directory")->required();
   prepare->add_option("--val-fraction", val_fraction, "fraction kept for validation (the end of the text)");
 
+  auto* sched = app.add_subcommand("schedule", "print a pipeline schedule as a timeline with its bubble fraction");
+  int s_pipeline = 4, s_micro = 8, s_virtual = 1;
+  std::string s_kind = "1f1b";
+  double cost_f = 1, cost_b = 1, cost_w = 1;
+  sched->add_option("--pipeline", s_pipeline, "pipeline stages P")->required();
+  sched->add_option("--microbatches", s_micro, "micro-batches per step M")->required();
+  sched->add_option("--schedule", s_kind, "gpipe, 1f1b, interleaved or zb-h1")->required();
+  sched->add_option("--virtual", s_virtual, "model chunks per stage (interleaved)");
+  sched->add_option("--cost-f", cost_f, "forward time of one stage's micro-batch");
+  sched->add_option("--cost-b", cost_b, "input-gradient time (B)");
+  sched->add_option("--cost-w", cost_w, "weight-gradient time (W); a fused backward costs B + W");
+
   auto* inspect = app.add_subcommand("inspect", "print a checkpoint's config, state and tensors");
   std::string inspect_path;
   inspect->add_option("checkpoint", inspect_path, "checkpoint .h5")->required();
 
   CLI11_PARSE(app, argc, argv);
+  if (*train) return train_main(argc, argv, config_file, sets);
   try {
-    if (*train) {
-      MPI_Init(&argc, &argv);
-      Config cfg = config_load(config_file, sets);
-      train_run(cfg);
-      MPI_Finalize();
+    if (*sched) {
+      schedule_print(s_kind, s_pipeline, s_micro, s_virtual, cost_f, cost_b, cost_w);
     } else if (*eval) {
       eval_run(ea);
     } else if (*sample) {

@@ -53,7 +53,15 @@ void config_visit(C& c, F&& f) {
   f("log", "interval", c.log.interval);
   f("log", "metrics", c.log.metrics);
   f("log", "peak_gflops", c.log.peak_gflops);
+  f("parallel", "pipeline", c.parallel.pipeline);
+  f("parallel", "data", c.parallel.data);
+  f("parallel", "schedule", c.parallel.schedule);
+  f("parallel", "virtual_stages", c.parallel.virtual_stages);
+  f("parallel", "partition", c.parallel.partition);
+  f("parallel", "transport", c.parallel.transport);
 }
+
+bool is_list_text(const std::string& s) { return !s.empty() && s.front() == '['; }
 
 std::string node_text(const toml::node& n) {
   std::ostringstream os;
@@ -92,6 +100,13 @@ struct Reader {
         out = T(n->as_floating_point()->get());
       else
         bad("a number");
+    } else if (n->is_array() && std::string(key) == "partition") {
+      std::string t = "[";
+      for (auto& e : *n->as_array()) {
+        if (!e.is_integer()) bad("\"uniform\" or a list of integers");
+        t += (t.size() > 1 ? ", " : "") + std::to_string(e.as_integer()->get());
+      }
+      out = t + "]";
     } else {
       if (!n->is_string()) bad("a string");
       out = n->as_string()->get();
@@ -213,12 +228,25 @@ void config_validate(const Config& c) {
   STRATA_CHECK(!c.checkpoint.dir.empty(), src, ": key checkpoint.dir must not be empty");
   STRATA_CHECK(!c.checkpoint.resume.empty(), src, ": key checkpoint.resume must be none, auto or a path");
   STRATA_CHECK(c.log.interval >= 1, src, ": key log.interval = ", c.log.interval, " must be >= 1");
+  const auto& p = c.parallel;
+  STRATA_CHECK(p.pipeline >= 1 && p.data >= 1 && p.virtual_stages >= 1, src, ": parallel.pipeline = ", p.pipeline,
+               ", parallel.data = ", p.data, " and parallel.virtual_stages = ", p.virtual_stages, " must be >= 1");
+  STRATA_CHECK(p.schedule == "gpipe" || p.schedule == "1f1b" || p.schedule == "interleaved" || p.schedule == "zb-h1",
+               src, ": key parallel.schedule = \"", p.schedule, "\" is not one of gpipe, 1f1b, interleaved, zb-h1");
+  STRATA_CHECK(p.transport == "mpi", src, ": key parallel.transport = \"", p.transport,
+               "\": this build has the mpi transport only");
+  STRATA_CHECK(t.batch_size % p.data == 0 && (t.batch_size / p.data) % t.micro_batch_size == 0, src,
+               ": train.batch_size = ", t.batch_size, " must split into parallel.data = ", p.data,
+               " replicas of whole micro-batches of train.micro_batch_size = ", t.micro_batch_size);
+  STRATA_CHECK(p.partition == "uniform" || is_list_text(p.partition), src, ": key parallel.partition = \"",
+               p.partition, "\" must be \"uniform\" or a list of blocks per stage");
   STRATA_CHECK(c.log.peak_gflops >= 0, src, ": key log.peak_gflops = ", c.log.peak_gflops, " must be >= 0");
 }
 
 namespace {
 std::string toml_value(bool v) { return v ? "true" : "false"; }
 std::string toml_value(const std::string& v) {
+  if (is_list_text(v)) return v;  // parallel.partition = [a, b, …]
   std::string o = "\"";
   for (char ch : v) {
     if (ch == '"' || ch == '\\') o += '\\';

@@ -58,12 +58,22 @@ struct LogConfig {
   double peak_gflops = 0;    // sgemm peak for MFU; 0: measured at start
 };
 
+struct ParallelConfig {
+  int pipeline = 1;                // P: pipeline stages (ranks per pipeline)
+  int data = 1;                    // D: data-parallel replicas; world size = P·D
+  std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb-h1
+  int virtual_stages = 1;          // model chunks per rank (interleaved)
+  std::string partition = "uniform";  // "uniform" or blocks per (virtual) stage, e.g. "[23, 25, 25, 23]"
+  std::string transport = "mpi";   // mpi (nccl arrives with the GPU backend)
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
   DataConfig data;
   CheckpointConfig checkpoint;
   LogConfig log;
+  ParallelConfig parallel;
   std::string source = "<defaults>";  // file the config came from, for messages
 };
 

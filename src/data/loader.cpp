@@ -17,15 +17,19 @@ Loader::Loader(std::vector<uint16_t> tokens, int T, uint64_t seed, const std::st
 }
 
 void Loader::next_batch(int B, uint64_t& cursor, int32_t* x, int32_t* y) const {
+  fill(cursor, B, x, y);
+  cursor += B;
+}
+
+void Loader::fill(uint64_t first, int n, int32_t* x, int32_t* y) const {
   const uint64_t span = tokens_.size() - T_;  // valid start positions: [0, span)
-  for (int b = 0; b < B; b++) {
-    const uint64_t off = rng_u64(seed_, kDataStream, cursor + b) % span;
+  for (int b = 0; b < n; b++) {
+    const uint64_t off = rng_u64(seed_, kDataStream, first + b) % span;
     for (int t = 0; t < T_; t++) {
       x[b * T_ + t] = tokens_[off + t];
       y[b * T_ + t] = tokens_[off + t + 1];
     }
   }
-  cursor += B;
 }
 
 uint64_t Loader::eval_sequences() const { return (tokens_.size() - 1) / T_; }

@@ -43,7 +43,30 @@ Model::Model(const ModelConfig& c, StageRange r)
 
 Model::~Model() = default;
 
-void Model::zero_grad() { std::fill(grads.begin(), grads.end(), 0.0f); }
+void Model::zero_grad() {
+  std::fill(grads.begin(), grads.end(), 0.0f);
+  std::fill(grad_acc.begin(), grad_acc.end(), 0.0);
+}
+
+void Model::fold_grads() {
+  if (grad_acc.size() != grads.size()) grad_acc.assign(grads.size(), 0.0);
+  const size_t n = grads.size();
+  float* g = grads.data();
+  double* a = grad_acc.data();
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; i++) {
+    a[i] += double(g[i]);
+    g[i] = 0.0f;
+  }
+}
+
+void Model::grads_from_accumulator() {
+  const size_t n = grads.size();
+  float* g = grads.data();
+  const double* a = grad_acc.data();
+#pragma omp parallel for simd schedule(static)
+  for (size_t i = 0; i < n; i++) g[i] = float(a[i]);
+}
 
 Model::SubView Model::view(const SubOffsets& o) const {
   auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : param(off); };

@@ -42,7 +42,15 @@ class Model {
   // Draws the stage's parameters from the counter-based RNG: each tensor gets the values it has in the
   // whole model, whatever the partition.
   void init(uint64_t seed);
-  void zero_grad();
+  void zero_grad();  // grads and, when in use, the float64 accumulator
+
+  // Gradient accumulation in float64 across micro-batches (and replicas): fold_grads() adds grads into the
+  // accumulator and zeroes them after each backward pass; grads_from_accumulator() rounds the sum back. Every
+  // tensor receives one contribution per micro-batch, so the rounded sum is, to the last bit, independent of
+  // how the micro-batches were grouped: P × D layouts train the same bits as one process.
+  void fold_grads();
+  void grads_from_accumulator();
+  std::vector<double> grad_acc;  // [params.size()] when accumulating, else empty
 
   // ---- one micro-batch at a time (single process, eval, sample): slot 0 ----
   // Forward over tokens[B,T]; with targets returns the mean loss over B·T, else computes logits only.

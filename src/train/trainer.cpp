@@ -1,5 +1,6 @@
-// trainer.cpp: the training loop: data, resume, micro-batch accumulation, clipping, AdamW, logging with
-// throughput and MFU, periodic evaluation and checkpoints.
+// trainer.cpp: the training loop on one rank of the P×D grid (P = D = 1 is the single-process run): data,
+// resume, the pipeline step, data-parallel gradient sum, global-norm clipping, AdamW, logging with throughput
+// and MFU, periodic evaluation and checkpoints.
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
@@ -7,15 +8,18 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "data/shard.hpp"
 #include "io/checkpoint.hpp"
 #include "optim/optimizer.hpp"
+#include "parallel/executor.hpp"
+#include "parallel/partition.hpp"
+#include "parallel/topology.hpp"
 #include "train/commands.hpp"
 #include "train/peak.hpp"
 
@@ -57,19 +61,96 @@ std::string fmt_time(double s) {
   return b;
 }
 
+// STRATA_TEST_FAIL="rank:step" makes that rank throw at that step (the failure test of tests/mpi).
+bool injected_failure(int rank, int64_t step) {
+  const char* e = std::getenv("STRATA_TEST_FAIL");
+  if (!e) return false;
+  int r = -1;
+  long long s = -1;
+  return std::sscanf(e, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
+}
+
+// Sums x over comm in place, in buckets of at most 2 Mi doubles.
+void allreduce_sum(double* x, size_t n, MPI_Comm comm) {
+  constexpr size_t kBucket = size_t(1) << 21;
+  for (size_t o = 0; o < n; o += kBucket)
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, x + o, int(std::min(kBucket, n - o)), MPI_DOUBLE, MPI_SUM, comm));
+}
+
+// Brings every virtual stage's parameters and moments to world rank 0 (from the replica-0 rank that owns
+// it) and writes one checkpoint there; everyone waits for the file.
+void save_gathered(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
+                   const std::vector<AdamW>& opts, const std::vector<int>& counts, const TrainState& st,
+                   const std::function<void(const std::string&)>& say) {
+  const int P = topo.P, v = int(chunks.size());
+  if (topo.rank != 0) {
+    if (topo.replica == 0)
+      for (int c = 0; c < v; c++) {
+        const int vs = c * P + topo.stage;
+        const int n = int(chunks[c]->params.size());
+        STRATA_MPI(MPI_Send(chunks[c]->params.data(), n, MPI_FLOAT, 0, 3 * vs, topo.world));
+        STRATA_MPI(MPI_Send(opts[c].m.data(), n, MPI_FLOAT, 0, 3 * vs + 1, topo.world));
+        STRATA_MPI(MPI_Send(opts[c].v.data(), n, MPI_FLOAT, 0, 3 * vs + 2, topo.world));
+      }
+  } else {
+    const ParamLayout& l = chunks[0]->layout;
+    std::vector<float> p(l.total), m(l.total), vv(l.total);
+    for (int vs = 0; vs < P * v; vs++) {
+      StageRange r = partition_range(counts, vs);
+      const size_t b = r.embedding ? 0 : l.block_begin[r.first], e = r.head ? l.total : l.block_begin[r.last];
+      const int owner = (vs % P) * topo.D, c = vs / P;
+      if (owner == 0) {
+        std::copy(chunks[c]->params.begin(), chunks[c]->params.end(), p.begin() + long(b));
+        std::copy(opts[c].m.begin(), opts[c].m.end(), m.begin() + long(b));
+        std::copy(opts[c].v.begin(), opts[c].v.end(), vv.begin() + long(b));
+      } else {
+        for (int k = 0; k < 3; k++)
+          STRATA_MPI(MPI_Recv((k == 0 ? p : k == 1 ? m : vv).data() + b, int(e - b), MPI_FLOAT, owner, 3 * vs + k,
+                              topo.world, MPI_STATUS_IGNORE));
+      }
+    }
+    CheckpointView cv{&cfg, &l, p.data(), m.data(), vv.data(), st};
+    say("checkpoint " + checkpoint_save(cfg.checkpoint.dir, cv, cfg.checkpoint.keep));
+  }
+  STRATA_MPI(MPI_Barrier(topo.world));
+}
+
 }  // namespace
 
-double train_run(const Config& cfg) {
+double train_run(const Config& cfg, MPI_Comm world) {
   const auto& tc = cfg.train;
   const ModelConfig& mc = cfg.model;
-  log_info("resolved config (" + cfg.source + "):\n" + config_to_toml(cfg));
+  const auto& pc = cfg.parallel;
+  Topology topo = topology_build(world, pc.pipeline, pc.data);
+  if (topo.size > 1) log_set_rank(topo.rank);
+  const bool lead = topo.rank == 0;
+  const bool tty = topo.size == 1 && isatty(fileno(stdout));  // mpirun gives ranks a pty: no bar there
+  auto say = [&](const std::string& s) {
+    if (!lead) return;
+    if (tty) std::printf("\r\033[K");
+    log_info(s);
+  };
+  say("resolved config (" + cfg.source + "):\n" + config_to_toml(cfg));
   const int threads = set_threads(tc.threads);
+
+  // Stages and chunks: this rank owns virtual stages c·P + stage, c = 0 … v−1.
+  const int P = pc.pipeline, D = pc.data, v = pc.virtual_stages;
+  ScheduleSpec spec{schedule_kind_from_name(pc.schedule), P, tc.batch_size / D / tc.micro_batch_size, v};
+  schedule_validate(spec);
+  const std::vector<int> counts = partition_blocks(mc, P * v, pc.partition);
+  say(partition_describe(counts, P, D, v));
+  std::vector<std::unique_ptr<Model>> chunks;
+  std::vector<AdamW> opts;
+  std::vector<Model*> raw;
+  for (int c = 0; c < v; c++) {
+    chunks.push_back(std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage)));
+    opts.emplace_back(chunks.back()->tensors, chunks.back()->slice_begin, chunks.back()->params.size());
+    raw.push_back(chunks.back().get());
+  }
 
   Loader train_data(shard_read(cfg.data.train, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.train);
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
 
-  Model model(mc);
-  AdamW opt(model.tensors, model.slice_begin, model.params.size());
   TrainState st;
   std::string resume_from;
   if (cfg.checkpoint.resume == "auto") {
@@ -81,72 +162,103 @@ double train_run(const Config& cfg) {
   }
   if (!resume_from.empty()) {
     checkpoint_check_model(resume_from, checkpoint_model_config(resume_from), mc);
-    checkpoint_load(resume_from, model.layout, model.params.data(), opt.m.data(), opt.v.data(), &st);
-    log_info(str("resumed from ", resume_from, " at step ", st.step));
+    for (int c = 0; c < v; c++)
+      checkpoint_load(resume_from, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(),
+                      opts[c].m.data(), opts[c].v.data(), &st);
+    say(str("resumed from ", resume_from, " at step ", st.step));
   } else {
-    model.init(uint64_t(tc.seed));
+    for (auto& ch : chunks) ch->init(uint64_t(tc.seed));
   }
 
-  fs::create_directories(cfg.checkpoint.dir);
-  const std::string metrics_path = cfg.log.metrics.empty() ? cfg.checkpoint.dir + "/metrics.jsonl" : cfg.log.metrics;
-  if (st.step > 0)
-    metrics_truncate(metrics_path, st.step);
-  else
-    std::ofstream(metrics_path, std::ios::trunc);
-  std::ofstream metrics(metrics_path, std::ios::app);
-  STRATA_CHECK(metrics.good(), metrics_path, ": cannot open the metrics file (key log.metrics)");
-  metrics.precision(9);
+  std::ofstream metrics;
+  if (lead) {
+    fs::create_directories(cfg.checkpoint.dir);
+    const std::string path = cfg.log.metrics.empty() ? cfg.checkpoint.dir + "/metrics.jsonl" : cfg.log.metrics;
+    if (st.step > 0)
+      metrics_truncate(path, st.step);
+    else
+      std::ofstream(path, std::ios::trunc);
+    metrics.open(path, std::ios::app);
+    STRATA_CHECK(metrics.good(), path, ": cannot open the metrics file (key log.metrics)");
+    metrics.precision(9);
+  }
 
   const double peak = cfg.log.peak_gflops > 0 ? cfg.log.peak_gflops : measure_sgemm_gflops();
-  const double fpt = flops_per_token(mc, model.layout);
-  log_info(str("model: ", model.layout.total, " parameters (", model.layout.matmul_params, " in matmuls), ",
-               mc.layers, " blocks, norm = ", mc.norm, "; ", threads, " threads; sgemm peak ", int(peak),
-               " GFLOP/s", cfg.log.peak_gflops > 0 ? " (config)" : " (measured)"));
+  const ParamLayout& layout = chunks[0]->layout;
+  const double fpt = flops_per_token(mc, layout);
+  say(str("model: ", layout.total, " parameters (", layout.matmul_params, " in matmuls), ", mc.layers,
+          " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s); schedule ", pc.schedule,
+          ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; sgemm peak ", int(peak),
+          " GFLOP/s", cfg.log.peak_gflops > 0 ? " (config)" : " (measured)"));
 
-  const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, accum = B / MB;
-  std::vector<int32_t> x(size_t(MB) * T), y(size_t(MB) * T);
-  const uint64_t val_seqs = std::min<uint64_t>(uint64_t(tc.eval_batches) * B, val_data.eval_sequences());
-  const bool tty = isatty(fileno(stdout));
+  MpiTransport transport(topo.pipe);
+  PipelineExecutor exec(raw, spec, topo.stage, transport);
+  const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, BD = B / D;
   const auto t_start = clock_type::now();
   const int64_t first_step = st.step;
   double val_loss = NAN;
 
+  // Mean over val sequences: micro-batches split round-robin over replicas, loss summed on the head stage.
+  const uint64_t val_avail = val_data.eval_sequences() / uint64_t(MB * D) * uint64_t(MB * D);
+  const uint64_t val_seqs = std::min<uint64_t>(uint64_t(tc.eval_batches) * B / (MB * D) * (MB * D), val_avail);
   auto run_eval = [&](int64_t step) {
     if (val_seqs == 0) return;
-    val_loss = evaluate(model, val_data, val_seqs, MB);
-    if (tty) std::printf("\r\033[K");
-    log_info(str("step ", step, " | val_loss ", val_loss, " (", val_seqs * T, " tokens)"));
-    metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n" << std::flush;
+    const int nmb = int(val_seqs / MB / D);
+    double sum = exec.eval_step(
+        [&](int mb, int32_t* x, int32_t* y) {
+          for (int i = 0; i < MB; i++)
+            val_data.eval_sequence(uint64_t((mb * D + topo.replica) * MB + i), x + size_t(i) * T, y + size_t(i) * T);
+        },
+        nmb, MB, T);
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, topo.data));
+    STRATA_MPI(MPI_Bcast(&sum, 1, MPI_DOUBLE, P - 1, topo.pipe));
+    val_loss = sum / (double(val_seqs) * T);
+    say(str("step ", step, " | val_loss ", val_loss, " (", val_seqs * T, " tokens)"));
+    if (lead) metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n" << std::flush;
   };
   int64_t last_saved = -1;
   auto save = [&]() {
     if (st.step == last_saved) return;
     last_saved = st.step;
-    CheckpointView cv{&cfg, &model.layout, model.params.data(), opt.m.data(), opt.v.data(), st};
-    std::string p = checkpoint_save(cfg.checkpoint.dir, cv, cfg.checkpoint.keep);
-    if (tty) std::printf("\r\033[K");
-    log_info("checkpoint " + p);
+    save_gathered(cfg, topo, chunks, opts, counts, st, say);
   };
 
   double window_s = 0;
   int window_steps = 0;
   while (st.step < tc.steps) {
     const auto t0 = clock_type::now();
-    model.zero_grad();
-    double loss_sum = 0;
-    for (int a = 0; a < accum; a++) {
-      train_data.next_batch(MB, st.data_cursor, x.data(), y.data());
-      loss_sum += model.forward(x.data(), y.data(), MB, T) * double(MB) * T;
-      model.backward(x.data(), y.data(), MB, T, 1.0f / float(B * T));
-    }
+    if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");
+    for (auto& ch : chunks) ch->zero_grad();
+    // Replica r takes sequences cursor + r·B/D … of the global batch; micro-batch mb the next MB of them.
+    const uint64_t first = st.data_cursor + uint64_t(topo.replica) * BD;
+    // With more than one micro-batch in the global batch, gradients are summed in float64 (Model::fold_grads).
+    const bool fold = spec.M * D > 1;
+    double loss_sum = exec.train_step(
+        [&](int mb, int32_t* x, int32_t* y) { train_data.fill(first + uint64_t(mb) * MB, MB, x, y); }, MB, T,
+        1.0f / float(B * T), fold);
+    // Loss: summed over replicas on the head stage, then known to every rank.
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss_sum, 1, MPI_DOUBLE, MPI_SUM, topo.data));
+    STRATA_MPI(MPI_Bcast(&loss_sum, 1, MPI_DOUBLE, P - 1, topo.pipe));
     const double loss = loss_sum / (double(B) * T);
-    const double norm = grad_global_norm(model.grads);
+    // Gradients: summed over replicas (each already carries the 1/(B·T) of the global mean), then rounded.
+    if (fold)
+      for (auto& ch : chunks) {
+        if (D > 1) allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
+        ch->grads_from_accumulator();
+      }
+    double sq = 0;
+    for (auto& ch : chunks) sq += cpu::sum_squares(ch->grads.data(), ch->grads.size());
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
+    const double norm = std::sqrt(sq);
     STRATA_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", st.step + 1, ": non-finite loss ", loss,
                  " or gradient norm ", norm, " (norm = ", mc.norm, ", lr = ", lr_at(tc, st.step), ")");
-    grad_clip(model.grads, norm, tc.grad_clip);
     const double lr = lr_at(tc, st.step);
-    opt.update(model.params.data(), model.grads.data(), lr, st.step + 1, tc);
+    for (int c = 0; c < v; c++) {
+      grad_clip(chunks[c]->grads, norm, tc.grad_clip);
+      opts[c].update(chunks[c]->params.data(), chunks[c]->grads.data(), lr, st.step + 1, tc);
+    }
     st.step++;
+    st.data_cursor += uint64_t(B);
     st.tokens_seen += uint64_t(B) * T;
     const double dt = std::chrono::duration<double>(clock_type::now() - t0).count();
     window_s += dt;
@@ -155,25 +267,26 @@ double train_run(const Config& cfg) {
     if (st.step % cfg.log.interval == 0 || st.step == tc.steps) {
       const double ms = 1e3 * window_s / window_steps;
       const double tps = double(B) * T / (window_s / window_steps);
-      const double mfu = tps * fpt / (peak * 1e9);
+      const double mfu = tps * fpt / (peak * 1e9 * topo.size);
       char line[256];
       std::snprintf(line, sizeof line,
                     "step %6lld/%d | loss %.4f | lr %.3e | grad_norm %.4f | %7.1f ms/step | %8.0f tok/s | MFU %.1f%%",
                     static_cast<long long>(st.step), tc.steps, loss, lr, norm, ms, tps, 100 * mfu);
-      if (tty) std::printf("\r\033[K");
-      log_info(line);
-      metrics << "{\"step\":" << st.step << ",\"loss\":" << loss << ",\"lr\":" << lr << ",\"grad_norm\":" << norm
-              << ",\"ms_per_step\":" << ms << ",\"tokens_per_s\":" << tps << ",\"mfu\":" << mfu << "}\n"
-              << std::flush;
+      say(line);
+      if (lead)
+        metrics << "{\"step\":" << st.step << ",\"loss\":" << loss << ",\"lr\":" << lr << ",\"grad_norm\":" << norm
+                << ",\"ms_per_step\":" << ms << ",\"tokens_per_s\":" << tps << ",\"mfu\":" << mfu
+                << ",\"activation_bytes\":" << chunks[0]->activation_bytes() << "}\n"
+                << std::flush;
       window_s = 0;
       window_steps = 0;
     }
     if (tc.eval_interval > 0 && st.step % tc.eval_interval == 0 && st.step != tc.steps) run_eval(st.step);
     if (cfg.checkpoint.interval > 0 && st.step % cfg.checkpoint.interval == 0 && st.step != tc.steps) save();
     if (tc.exit_interval > 0 && st.step % tc.exit_interval == 0 && st.step != tc.steps) {
-      if (tty) std::printf("\r\033[K");
-      log_info(str("step ", st.step, " is a multiple of train.exit_interval = ", tc.exit_interval, ": saving and exiting"));
+      say(str("step ", st.step, " is a multiple of train.exit_interval = ", tc.exit_interval, ": saving and exiting"));
       save();
+      topology_free(topo);
       return val_loss;
     }
     if (tty) {
@@ -186,9 +299,9 @@ double train_run(const Config& cfg) {
       std::fflush(stdout);
     }
   }
-  if (tty) std::printf("\r\033[K");
   run_eval(st.step);
   if (st.step > first_step || resume_from.empty()) save();
+  topology_free(topo);
   return val_loss;
 }
 

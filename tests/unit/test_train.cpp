@@ -14,6 +14,12 @@
 
 using namespace strata;
 
+struct MpiEnv {  // train_run runs on MPI_COMM_WORLD (a singleton here)
+  MpiEnv() { MPI_Init(nullptr, nullptr); }
+  ~MpiEnv() { MPI_Finalize(); }
+};
+BOOST_TEST_GLOBAL_FIXTURE(MpiEnv);
+
 namespace {
 
 Config small_config(const std::string& data, const std::string& ckpt, const std::string& norm) {

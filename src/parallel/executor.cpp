@@ -1,0 +1,160 @@
+// executor.cpp: action-list execution with non-blocking transfers, receives posted one compute action ahead,
+// activation slots acquired at the first touch of a micro-batch and released after its last backward pass.
+#include "parallel/executor.hpp"
+
+#include "core/error.hpp"
+
+namespace strata {
+
+PipelineExecutor::PipelineExecutor(std::vector<Model*> chunks, const ScheduleSpec& spec, int stage, Transport& tr)
+    : chunks_(std::move(chunks)), spec_(spec), stage_(stage), nvs_(spec.P * spec.v), tr_(tr) {
+  STRATA_CHECK(int(chunks_.size()) == spec.v, "executor: ", chunks_.size(), " model chunks for ", spec.v,
+               " virtual stages");
+  actions_ = schedule_build(spec, stage);
+  last_touch_.assign(actions_.size(), false);
+  std::map<Key, size_t> last;
+  for (size_t i = 0; i < actions_.size(); i++) last[{actions_[i].mb, actions_[i].chunk}] = i;
+  for (auto& [k, i] : last) last_touch_[i] = true;
+}
+
+PipelineExecutor::Live& PipelineExecutor::live(int mb, int c, int MB, int T) {
+  auto it = live_.find({mb, c});
+  if (it != live_.end()) return it->second;
+  reap(false);
+  Live& l = live_[{mb, c}];
+  l.slot = chunks_[c]->acquire(MB, T);
+  return l;
+}
+
+void PipelineExecutor::post_recv(const Action& a, int MB, int T) {
+  Live& l = live(a.mb, a.chunk, MB, T);
+  if (l.recv >= 0) return;
+  Model& m = *chunks_[a.chunk];
+  const int vs = a.chunk * spec_.P + stage_;
+  const size_t n = size_t(MB) * T * m.cfg.d_model;
+  if (a.op == Op::recv_act)
+    l.recv = tr_.irecv(m.input(l.slot), n, a.peer, tag(a.mb, vs, false));
+  else
+    l.recv = tr_.irecv(m.output_grad(l.slot), n, a.peer, tag(a.mb, vs, true));
+}
+
+void PipelineExecutor::wait_recv(Live& l) {
+  if (l.recv >= 0) tr_.wait(l.recv);
+  l.recv = -1;
+}
+
+void PipelineExecutor::retire(const Key& k) {
+  auto it = live_.find(k);
+  retired_.emplace_back(k, std::move(it->second));
+  live_.erase(it);
+}
+
+void PipelineExecutor::reap(bool block) {
+  for (size_t i = 0; i < retired_.size();) {
+    auto& [k, l] = retired_[i];
+    bool done = true;
+    for (int h : l.sends) {
+      if (block)
+        tr_.wait(h);
+      else
+        done = done && tr_.test(h);
+    }
+    if (done) {
+      chunks_[k.second]->release(l.slot);
+      retired_.erase(retired_.begin() + long(i));
+    } else {
+      i++;
+    }
+  }
+}
+
+double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, float dloss_scale, bool fold) {
+  const size_t N = size_t(MB) * T;
+  tok_.resize(N);
+  tgt_.resize(N);
+  double loss = 0;
+  std::vector<bool> posted(actions_.size(), false);
+  for (size_t i = 0; i < actions_.size(); i++) {
+    const Action& a = actions_[i];
+    const bool compute = a.peer < 0;
+    if (compute) {  // post the receives of the next compute action now, so they overlap this one
+      for (size_t j = i + 1; j < actions_.size(); j++) {
+        if (actions_[j].peer < 0) break;
+        if ((actions_[j].op == Op::recv_act || actions_[j].op == Op::recv_grad) && !posted[j]) {
+          post_recv(actions_[j], MB, T);
+          posted[j] = true;
+        }
+      }
+    }
+    Model& m = *chunks_[a.chunk];
+    const int vs = a.chunk * spec_.P + stage_;
+    switch (a.op) {
+      case Op::recv_act:
+      case Op::recv_grad:
+        if (!posted[i]) post_recv(a, MB, T), posted[i] = true;
+        break;
+      case Op::forward: {
+        Live& l = live(a.mb, a.chunk, MB, T);
+        wait_recv(l);
+        if (m.range.embedding || m.range.head) src(a.mb, tok_.data(), tgt_.data());
+        loss += m.forward_slot(l.slot, tok_.data(), tgt_.data());
+        break;
+      }
+      case Op::send_act: {
+        Live& l = live_.at({a.mb, a.chunk});
+        l.sends.push_back(tr_.isend(m.output(l.slot), N * m.cfg.d_model, a.peer, tag(a.mb, vs + 1, false)));
+        break;
+      }
+      case Op::backward:
+      case Op::backward_input: {
+        Live& l = live_.at({a.mb, a.chunk});
+        wait_recv(l);
+        m.backward_input(l.slot, dloss_scale, a.op == Op::backward_input);
+        if (fold) m.fold_grads();
+        break;
+      }
+      case Op::send_grad: {
+        Live& l = live_.at({a.mb, a.chunk});
+        l.sends.push_back(tr_.isend(m.input_grad(l.slot), N * m.cfg.d_model, a.peer, tag(a.mb, vs - 1, true)));
+        break;
+      }
+      case Op::backward_weight:
+        m.backward_weight(live_.at({a.mb, a.chunk}).slot);
+        if (fold) m.fold_grads();
+        break;
+    }
+    if (last_touch_[i]) retire({a.mb, a.chunk});  // released once its sends complete
+    tr_.progress();
+  }
+  reap(true);
+  tr_.finish();
+  STRATA_CHECK(live_.empty(), "executor: ", live_.size(), " micro-batch chunks still live after the step");
+  return loss;
+}
+
+double PipelineExecutor::eval_step(const MicroBatchSource& src, int M, int MB, int T) {
+  const size_t N = size_t(MB) * T;
+  tok_.resize(N);
+  tgt_.resize(N);
+  double loss = 0;
+  for (int mb = 0; mb < M; mb++)
+    for (int c = 0; c < spec_.v; c++) {
+      Model& m = *chunks_[c];
+      const int vs = c * spec_.P + stage_;
+      Live& l = live(mb, c, MB, T);
+      if (vs > 0) {
+        l.recv = tr_.irecv(m.input(l.slot), N * m.cfg.d_model, (vs - 1) % spec_.P, tag(mb, vs, false));
+        wait_recv(l);
+      }
+      if (m.range.embedding || m.range.head) src(mb, tok_.data(), tgt_.data());
+      loss += m.forward_slot(l.slot, tok_.data(), tgt_.data());
+      if (vs < nvs_ - 1)
+        l.sends.push_back(tr_.isend(m.output(l.slot), N * m.cfg.d_model, (vs + 1) % spec_.P, tag(mb, vs + 1, false)));
+      retire({mb, c});
+    }
+  reap(true);
+  tr_.finish();
+  return loss;
+}
+
+}  // namespace strata

@@ -1,0 +1,42 @@
+// transport.hpp: point-to-point transfer of activations and gradients between pipeline stages. Every send
+// and receive is non-blocking; a compute action waits only for the receives it consumes, so with a schedule
+// whose simulation completes no ordering of ranks can deadlock. MPI now; NCCL with the GPU backend.
+#pragma once
+#include <mpi.h>
+
+#include <cstddef>
+#include <vector>
+
+namespace strata {
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  using Handle = int;
+  virtual Handle isend(const float* buf, size_t n, int peer, int tag) = 0;
+  virtual Handle irecv(float* buf, size_t n, int peer, int tag) = 0;
+  virtual void wait(Handle h) = 0;
+  virtual bool test(Handle h) = 0;  // true once complete (never blocks)
+  virtual void progress() = 0;  // lets outstanding transfers advance (called between actions)
+  virtual void finish() = 0;    // waits for everything outstanding; handles from before are void
+};
+
+// Over one pipeline communicator; peers are ranks in it (= stages).
+class MpiTransport : public Transport {
+ public:
+  explicit MpiTransport(MPI_Comm comm) : comm_(comm) {}
+  ~MpiTransport() override;
+  Handle isend(const float* buf, size_t n, int peer, int tag) override;
+  Handle irecv(float* buf, size_t n, int peer, int tag) override;
+  void wait(Handle h) override;
+  bool test(Handle h) override;
+  void progress() override;
+  void finish() override;
+
+ private:
+  Handle add(MPI_Request r);
+  MPI_Comm comm_;
+  std::vector<MPI_Request> reqs_;  // indexed by handle; MPI_REQUEST_NULL when done
+};
+
+}  // namespace strata
