@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include "core/error.hpp"
@@ -64,9 +65,11 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 
 }  // namespace
 
-void checkpoint_write_file(const std::string& path, const CheckpointView& c) {
-  const ModelConfig& m = c.cfg->model;
-  H5File f = H5File::create(path);
+// Everything but the tensors' data source: `src(t, k)` gives tensor t's buffer for k = 0 (weights), 1 (m),
+// 2 (v), or null where this writer has none (then it takes part without data).
+template <class Src>
+void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainState& st, bool moments, Src&& src) {
+  const ModelConfig& m = cfg.model;
   f.make_group("/model");
   f.attr_string("/model", "norm", m.norm);
   f.attr_i64("/model", "layers", m.layers);
@@ -77,28 +80,37 @@ void checkpoint_write_file(const std::string& path, const CheckpointView& c) {
   f.attr_i64("/model", "seq_len", m.seq_len);
   f.attr_string("/model", "activation", m.activation);
   f.attr_f64("/model", "ln_eps", m.ln_eps);
-  for (const TensorSpec& t : c.layout->tensors) {
-    f.write_f32("/model/" + t.name, c.params + t.offset, hdims(t));
-    if (c.m) f.write_f32("/optimizer/m/" + t.name, c.m + t.offset, hdims(t));
-    if (c.v) f.write_f32("/optimizer/v/" + t.name, c.v + t.offset, hdims(t));
+  static const float dummy = 0;
+  for (const TensorSpec& t : l.tensors) {
+    const char* prefix[3] = {"/model/", "/optimizer/m/", "/optimizer/v/"};
+    for (int k = 0; k < (moments ? 3 : 1); k++) {
+      const float* p = src(t, k);
+      f.write_f32(prefix[k] + t.name, p ? p : &dummy, hdims(t), p != nullptr);
+    }
   }
-  f.write_i64("/state/step", c.state.step);
-  f.write_i64("/state/data_cursor", int64_t(c.state.data_cursor));
-  f.write_i64("/state/tokens_seen", int64_t(c.state.tokens_seen));
-  f.write_i64("/state/seed", c.cfg->train.seed);
-  f.write_string("/config", config_to_toml(*c.cfg));
+  f.write_i64("/state/step", st.step);
+  f.write_i64("/state/data_cursor", int64_t(st.data_cursor));
+  f.write_i64("/state/tokens_seen", int64_t(st.tokens_seen));
+  f.write_i64("/state/seed", cfg.train.seed);
+  f.write_string("/config", config_to_toml(cfg));
   f.close();
 }
 
-std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep) {
-  fs::create_directories(dir);
-  const std::string final_path = dir + "/" + step_name(c.state.step);
-  const std::string tmp = dir + "/." + step_name(c.state.step) + ".tmp";
-  checkpoint_write_file(tmp, c);
+void checkpoint_write_file(const std::string& path, const CheckpointView& c) {
+  H5File f = H5File::create(path);
+  write_body(f, *c.cfg, *c.layout, c.state, c.m && c.v, [&](const TensorSpec& t, int k) -> const float* {
+    return (k == 0 ? c.params : k == 1 ? c.m : c.v) + t.offset;
+  });
+}
+
+namespace {
+// fsync, rename into place, fsync the directory, point latest at it, prune: the commit of a written file.
+std::string publish(const std::string& dir, const std::string& tmp, int64_t step, int keep) {
+  const std::string final_path = dir + "/" + step_name(step);
   fsync_path(tmp, false);
   fs::rename(tmp, final_path);
   fsync_path(dir, true);
-  write_text_atomic(dir + "/latest", step_name(c.state.step) + "\n");
+  write_text_atomic(dir + "/latest", step_name(step) + "\n");
   fsync_path(dir, true);
   if (keep > 0) {
     auto all = list_checkpoints(dir);
@@ -106,6 +118,40 @@ std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int
       if (all[i].second != final_path) fs::remove(all[i].second);
   }
   return final_path;
+}
+}  // namespace
+
+std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep) {
+  fs::create_directories(dir);
+  const std::string tmp = dir + "/." + step_name(c.state.step) + ".tmp";
+  checkpoint_write_file(tmp, c);
+  return publish(dir, tmp, c.state.step, keep);
+}
+
+std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, const Config& cfg, const ParamLayout& l,
+                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  if (rank == 0) fs::create_directories(dir);
+  MPI_Barrier(comm);
+  const std::string tmp = dir + "/." + step_name(st.step) + ".tmp";
+  std::map<std::string, std::pair<const CheckpointPart*, size_t>> owned;  // by name: layouts are per model
+  for (const CheckpointPart& p : mine)
+    for (const TensorSpec* t : *p.tensors) owned[t->name] = {&p, t->offset - p.base};
+  {
+    H5File f = size == 1 ? H5File::create(tmp) : H5File::create_parallel(tmp, comm);  // one rank: no MPI-IO
+    write_body(f, cfg, l, st, true, [&](const TensorSpec& t, int k) -> const float* {
+      auto it = owned.find(t.name);
+      if (it == owned.end()) return nullptr;
+      const CheckpointPart& p = *it->second.first;
+      return (k == 0 ? p.params : k == 1 ? p.m : p.v) + it->second.second;
+    });
+  }
+  std::string path = dir + "/" + step_name(st.step);
+  if (rank == 0) path = publish(dir, tmp, st.step, keep);
+  MPI_Barrier(comm);
+  return path;
 }
 
 ModelConfig checkpoint_model_config(const std::string& path) {

@@ -2,8 +2,11 @@
 // (step, data cursor, tokens seen, seed) and /config (the resolved TOML). Written atomically:
 // temporary name, flush, fsync, rename, then <dir>/latest names it.
 #pragma once
+#include <mpi.h>
+
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "model/layout.hpp"
@@ -25,6 +28,18 @@ struct CheckpointView {  // what a save writes (m, v may be null for weights-onl
 
 // Writes <dir>/step-<8 digits>.h5, updates <dir>/latest, keeps the newest `keep` (0 = all). Returns the path.
 std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep);
+
+// What one rank owns of the model: tensors (global offsets) in buffers starting at global offset `base`.
+struct CheckpointPart {
+  const std::vector<const TensorSpec*>* tensors;
+  size_t base;
+  const float *params, *m, *v;
+};
+// The same file written by every rank of comm at once (collective MPI-IO through parallel HDF5): every rank
+// creates every dataset, the owner of a tensor writes it, the others take part with nothing to write. Parts
+// may be empty on ranks that own nothing (data-parallel replicas other than 0). Returns the path on every rank.
+std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, const Config& cfg, const ParamLayout& l,
+                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep);
 // Writes a checkpoint file at an exact path (no latest, no pruning), for tools and tests.
 void checkpoint_write_file(const std::string& path, const CheckpointView& c);
 

@@ -2,6 +2,7 @@
 // scalar and string attributes. Every failure throws strata::Error naming the file and object.
 #pragma once
 #include <hdf5.h>
+#include <mpi.h>
 
 #include <cstdint>
 #include <string>
@@ -12,8 +13,15 @@ namespace strata {
 class H5File {
  public:
   static H5File create(const std::string& path);  // truncates
+  // Every rank of comm creates the same file through MPI-IO; from then on every call is collective: all ranks
+  // make the same calls in the same order. Raw data is written by the ranks that pass `mine` (others write
+  // nothing), scalars and strings by rank 0.
+  static H5File create_parallel(const std::string& path, MPI_Comm comm);
   static H5File open(const std::string& path);    // read-only
-  H5File(H5File&& o) noexcept : id_(o.id_), path_(std::move(o.path_)) { o.id_ = -1; }
+  H5File(H5File&& o) noexcept : id_(o.id_), path_(std::move(o.path_)), dxpl_(o.dxpl_), rank_(o.rank_) {
+    o.id_ = -1;
+    o.dxpl_ = H5P_DEFAULT;
+  }
   H5File& operator=(H5File&&) = delete;
   ~H5File();
   void close();  // flushes and closes; throws on failure
@@ -23,7 +31,7 @@ class H5File {
   bool exists(const std::string& obj) const;
   std::vector<hsize_t> dims(const std::string& obj) const;
   // Datasets (intermediate groups created). Floats are chunked with the Fletcher32 checksum.
-  void write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims);
+  void write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims, bool mine = true);
   void read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const;
   void write_i32(const std::string& obj, const int32_t* data, const std::vector<hsize_t>& dims);
   void read_i32(const std::string& obj, int32_t* data, const std::vector<hsize_t>& expect) const;
@@ -43,8 +51,12 @@ class H5File {
 
  private:
   H5File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  // Writes a whole dataset from data where `mine`, or takes part with an empty selection.
+  void write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, const std::string& obj);
   hid_t id_;
   std::string path_;
+  hid_t dxpl_ = H5P_DEFAULT;  // collective transfer in parallel files
+  int rank_ = 0;
 };
 
 std::string dims_text(const std::vector<hsize_t>& d);  // "[4, 8]"

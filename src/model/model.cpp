@@ -48,16 +48,26 @@ void Model::zero_grad() {
   std::fill(grad_acc.begin(), grad_acc.end(), 0.0);
 }
 
-void Model::fold_grads() {
+void Model::fold_grads(Pass pass) {
   if (grad_acc.size() != grads.size()) grad_acc.assign(grads.size(), 0.0);
-  const size_t n = grads.size();
-  float* g = grads.data();
-  double* a = grad_acc.data();
+  auto fold = [&](size_t o, size_t n) {
+    float* g = grads.data() + o;
+    double* a = grad_acc.data() + o;
 #pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; i++) {
-    a[i] += double(g[i]);
-    g[i] = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+      a[i] += double(g[i]);
+      g[i] = 0.0f;
+    }
+  };
+  if (pass == Pass::both) return fold(0, grads.size());
+  if (norm_tensors_.empty() && !tensors.empty()) {  // LayerNorm gains and biases: what a B pass writes
+    norm_tensors_.assign(tensors.size(), false);
+    for (size_t k = 0; k < tensors.size(); k++)
+      norm_tensors_[k] = tensors[k]->name.find("ln_") != std::string::npos ||
+                         tensors[k]->name.rfind("final_norm", 0) == 0;
   }
+  for (size_t k = 0; k < tensors.size(); k++)
+    if (norm_tensors_[k] == (pass == Pass::input)) fold(tensors[k]->offset - slice_begin, tensors[k]->size);
 }
 
 void Model::grads_from_accumulator() {
@@ -189,34 +199,40 @@ void Model::sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubAct
   }
 }
 
-// dx[N,d] = ∂/∂x given dy[N,d]; LayerNorm parameter gradients +=. Returns ∂/∂f; ∂/∂m1 is left in dm1_.
+// dx[N,d] = ∂/∂x given dy[N,d]; LayerNorm parameter gradients +=. Writes ∂/∂m1 to dm1 and returns ∂/∂f, the two
+// inputs of the W pass. With df_keep (a deferred W pass) ∂/∂f is written there, else it may live in scratch.
 const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const SubView& p, SubGrad& gr,
-                                       const SubActs& a, const float* dy, float* dx, int B, int T) {
+                                       const SubActs& a, const float* dy, float* dx, int B, int T, float* df_keep,
+                                       float* dm1) {
   const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
   const size_t Nd = size_t(N) * d;
   const float* ds = dy;
   if (nf.ln_sum) {
-    layernorm_backward(ds_.data(), gr.ln_out_g, gr.ln_out_b, dy, a.s, p.ln_out_g, a.sum_mean, a.sum_rstd, N, d,
-                       false);
-    ds = ds_.data();
+    float* out = df_keep && !nf.ln_branch ? df_keep : ds_.data();
+    layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, dy, a.s, p.ln_out_g, a.sum_mean, a.sum_rstd, N, d, false);
+    ds = out;
   }
   scale_copy(dx, ds, nf.alpha, Nd, false);  // residual path: dx = α·ds
   const float* df = ds;
   if (nf.ln_branch) {
-    layernorm_backward(df_.data(), gr.ln_out_g, gr.ln_out_b, ds, a.f, p.ln_out_g, a.br_mean, a.br_rstd, N, d, false);
-    df = df_.data();
+    float* out = df_keep ? df_keep : df_.data();
+    layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, ds, a.f, p.ln_out_g, a.br_mean, a.br_rstd, N, d, false);
+    df = out;
+  } else if (df_keep && df != df_keep) {
+    std::memcpy(df_keep, df, Nd * sizeof(float));
+    df = df_keep;
   }
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
   matmul_backward_input(dmid_.data(), df, p.w2, N, IC2, d, false);  // [N,IC2]
   if (attn)
-    attention_backward(dm1_.data(), dmid_.data(), a.probs, a.m1, B, T, d, cfg.heads);  // [N,3d]
+    attention_backward(dm1, dmid_.data(), a.probs, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
-    activation_backward(dm1_.data(), dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
+    activation_backward(dm1, dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
   if (nf.ln_in) {
-    matmul_backward_input(du_.data(), dm1_.data(), p.w1, N, d, OC1, false);
+    matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
     layernorm_backward(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N, d, true);
   } else {
-    matmul_backward_input(dx, dm1_.data(), p.w1, N, d, OC1, true);
+    matmul_backward_input(dx, dm1, p.w1, N, d, OC1, true);
   }
   return df;
 }
@@ -249,6 +265,7 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
       a.x = x;
       sub_forward(j == 0, nf, view(j == 0 ? layout.attn[l] : layout.ffn[l]), a, B, T);
       x = a.y;
+      if (on_sublayer) on_sublayer();
     }
   }
   if (!range.head) return 0.0;
@@ -302,17 +319,18 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     NormFlags nf = norm_flags(cfg, l);
     float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
     const SubActs& a = s.acts[i];
-    const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T);
-    if (defer) {  // keep what the W pass reads: the scratch buffers are reused by the next sub-layer
-      const size_t nf_ = size_t(N) * d, nm = size_t(N) * (attn ? 3 * d : cfg.d_ffn);
+    if (defer) {  // the W pass reads ∂/∂f and ∂/∂m1 later: they go to the slot's own buffers
       s.wdf.resize(2 * nblocks());
       s.wdm1.resize(2 * nblocks());
-      s.wdf[i].assign(df, df + nf_);
-      s.wdm1[i].assign(dm1_.data(), dm1_.data() + nm);
+      s.wdf[i].resize(size_t(s.B) * s.T * d);
+      s.wdm1[i].resize(size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn));
+      sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {
+      const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, nullptr, dm1_.data());
       sub_backward_weight(attn, nf, g, a, df, dm1_.data(), B, T);
     }
     dcur = dnext;
+    if (on_sublayer) on_sublayer();
   }
   if (range.embedding && !defer)
     embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
@@ -326,12 +344,14 @@ void Model::backward_weight(int slot) {
   if (range.head)
     matmul_backward_weight(grad(layout.lm_head), static_cast<float*>(nullptr), s.dlogits.data(),
                            has_final_norm(cfg) ? s.xf : output(slot), N, d, V);
-  for (int i = 2 * nblocks() - 1; i >= 0; i--) {
+  // First the sub-layers whose B pass ran last (their ∂/∂f, ∂/∂m1 are still in cache), then upwards.
+  for (int i = 0; i < 2 * nblocks(); i++) {
     const int l = range.first + i / 2;
     const bool attn = i % 2 == 0;
     SubGrad g = grad_view(attn ? layout.attn[l] : layout.ffn[l]);
     const SubActs& a = s.acts[i];
     sub_backward_weight(attn, norm_flags(cfg, l), g, a, s.wdf[i].data(), s.wdm1[i].data(), B, T);
+    if (on_sublayer) on_sublayer();
   }
   if (range.embedding)
     embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);

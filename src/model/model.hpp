@@ -5,6 +5,7 @@
 // The model knows nothing of optimizers, data or communication.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -48,7 +49,9 @@ class Model {
   // accumulator and zeroes them after each backward pass; grads_from_accumulator() rounds the sum back. Every
   // tensor receives one contribution per micro-batch, so the rounded sum is, to the last bit, independent of
   // how the micro-batches were grouped: P × D layouts train the same bits as one process.
-  void fold_grads();
+  // Which tensors a pass wrote: B writes only the LayerNorm gains and biases, W everything else.
+  enum class Pass { both, input, weight };
+  void fold_grads(Pass pass = Pass::both);
   void grads_from_accumulator();
   std::vector<double> grad_acc;  // [params.size()] when accumulating, else empty
 
@@ -75,6 +78,9 @@ class Model {
   void backward_weight(int slot);  // W: the deferred weight gradients; grads +=
 
   size_t activation_bytes() const;  // bytes held by all slots ever allocated (the peak in flight)
+  // Called after every sub-layer of every pass: the pipeline executor lets transfers progress there, so a
+  // large send completes while this rank computes (the model itself knows nothing of communication).
+  std::function<void()> on_sublayer;
   int slots_allocated() const { return int(slots_.size()); }
 
   ModelConfig cfg;
@@ -98,9 +104,8 @@ class Model {
   SubView view(const SubOffsets& o) const;
   SubGrad grad_view(const SubOffsets& o);
   void sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubActs& a, int B, int T);
-  // Returns ∂/∂f, the first input of the W pass (the second, ∂/∂m1, is left in dm1_).
   const float* sub_backward_input(bool attn, const NormFlags& nf, const SubView& p, SubGrad& g, const SubActs& a,
-                                  const float* dy, float* dx, int B, int T);
+                                  const float* dy, float* dx, int B, int T, float* df_keep, float* dm1);
   void sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& g, const SubActs& a, const float* df,
                            const float* dm1, int B, int T);
   void reserve_scratch(int B, int T);
@@ -109,6 +114,7 @@ class Model {
   cpu::Activation act_;
   std::vector<std::unique_ptr<Slot>> slots_;
   int single_slot_ = -1;  // slot used by forward()/backward()
+  std::vector<bool> norm_tensors_;  // tensors[k] is a LayerNorm gain or bias
   int cap_B_ = 0, cap_T_ = 0;
   std::vector<float> sa_, sb_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
 };

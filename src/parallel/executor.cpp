@@ -2,6 +2,8 @@
 // activation slots acquired at the first touch of a micro-batch and released after its last backward pass.
 #include "parallel/executor.hpp"
 
+#include <chrono>
+
 #include "core/error.hpp"
 
 namespace strata {
@@ -11,6 +13,7 @@ PipelineExecutor::PipelineExecutor(std::vector<Model*> chunks, const ScheduleSpe
   STRATA_CHECK(int(chunks_.size()) == spec.v, "executor: ", chunks_.size(), " model chunks for ", spec.v,
                " virtual stages");
   actions_ = schedule_build(spec, stage);
+  for (Model* m : chunks_) m->on_sublayer = [this] { tr_.progress(); };
   last_touch_.assign(actions_.size(), false);
   std::map<Key, size_t> last;
   for (size_t i = 0; i < actions_.size(); i++) last[{actions_[i].mb, actions_[i].chunk}] = i;
@@ -39,7 +42,10 @@ void PipelineExecutor::post_recv(const Action& a, int MB, int T) {
 }
 
 void PipelineExecutor::wait_recv(Live& l) {
-  if (l.recv >= 0) tr_.wait(l.recv);
+  if (l.recv < 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  tr_.wait(l.recv);
+  timing_.wait += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   l.recv = -1;
 }
 
@@ -88,6 +94,8 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
     }
     Model& m = *chunks_[a.chunk];
     const int vs = a.chunk * spec_.P + stage_;
+    const auto t0 = std::chrono::steady_clock::now();
+    const double wait0 = timing_.wait;
     switch (a.op) {
       case Op::recv_act:
       case Op::recv_grad:
@@ -110,7 +118,7 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
         Live& l = live_.at({a.mb, a.chunk});
         wait_recv(l);
         m.backward_input(l.slot, dloss_scale, a.op == Op::backward_input);
-        if (fold) m.fold_grads();
+        if (fold) m.fold_grads(a.op == Op::backward_input ? Model::Pass::input : Model::Pass::both);
         break;
       }
       case Op::send_grad: {
@@ -120,8 +128,14 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
       }
       case Op::backward_weight:
         m.backward_weight(live_.at({a.mb, a.chunk}).slot);
-        if (fold) m.fold_grads();
+        if (fold) m.fold_grads(Model::Pass::weight);
         break;
+    }
+    if (compute) {
+      const int k = int(a.op);  // forward, backward, backward_input, backward_weight are 0 … 3
+      timing_.compute[k] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() - (timing_.wait - wait0);
+      timing_.count[k]++;
     }
     if (last_touch_[i]) retire({a.mb, a.chunk});  // released once its sends complete
     tr_.progress();

@@ -26,6 +26,15 @@ class PipelineExecutor {
   double eval_step(const MicroBatchSource& src, int M, int MB, int T);
   const std::vector<Action>& actions() const { return actions_; }
 
+  // Seconds spent in each kind of compute action (index: Op::forward, backward, backward_input,
+  // backward_weight) and waiting for receives, summed since construction; and how many of each ran.
+  struct Timing {
+    double compute[4] = {0, 0, 0, 0};
+    long count[4] = {0, 0, 0, 0};
+    double wait = 0;
+  };
+  const Timing& timing() const { return timing_; }
+
  private:
   struct Live {
     int slot = -1;
@@ -49,6 +58,7 @@ class PipelineExecutor {
   std::map<Key, Live> live_;
   std::vector<std::pair<Key, Live>> retired_;
   std::vector<int32_t> tok_, tgt_;
+  Timing timing_;
 };
 
 }  // namespace strata

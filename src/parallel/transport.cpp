@@ -43,17 +43,17 @@ bool MpiTransport::test(Handle h) {
 }
 
 void MpiTransport::progress() {
+  // One test drives Open MPI's progress engine for every outstanding transfer; start after the requests
+  // known to be complete.
   int flag = 0;
-  for (auto& r : reqs_)
-    if (r != MPI_REQUEST_NULL) {
-      STRATA_MPI(MPI_Test(&r, &flag, MPI_STATUS_IGNORE));
-      break;  // one test drives the progress engine for all
-    }
+  while (first_open_ < reqs_.size() && reqs_[first_open_] == MPI_REQUEST_NULL) first_open_++;
+  if (first_open_ < reqs_.size()) STRATA_MPI(MPI_Test(&reqs_[first_open_], &flag, MPI_STATUS_IGNORE));
 }
 
 void MpiTransport::finish() {
   if (!reqs_.empty()) STRATA_MPI(MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));
   reqs_.clear();
+  first_open_ = 0;
 }
 
 }  // namespace strata

@@ -37,6 +37,7 @@ class MpiTransport : public Transport {
   Handle add(MPI_Request r);
   MPI_Comm comm_;
   std::vector<MPI_Request> reqs_;  // indexed by handle; MPI_REQUEST_NULL when done
+  size_t first_open_ = 0;          // reqs_ before this are complete
 };
 
 }  // namespace strata

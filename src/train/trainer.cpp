@@ -77,42 +77,23 @@ void allreduce_sum(double* x, size_t n, MPI_Comm comm) {
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, x + o, int(std::min(kBucket, n - o)), MPI_DOUBLE, MPI_SUM, comm));
 }
 
-// Brings every virtual stage's parameters and moments to world rank 0 (from the replica-0 rank that owns
-// it) and writes one checkpoint there; everyone waits for the file.
-void save_gathered(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
-                   const std::vector<AdamW>& opts, const std::vector<int>& counts, const TrainState& st,
+// One checkpoint written by every rank at once (parallel HDF5); replica 0 of each stage writes its tensors.
+void save_parallel(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
+                   const std::vector<AdamW>& opts, const TrainState& st,
                    const std::function<void(const std::string&)>& say) {
-  const int P = topo.P, v = int(chunks.size());
-  if (topo.rank != 0) {
-    if (topo.replica == 0)
-      for (int c = 0; c < v; c++) {
-        const int vs = c * P + topo.stage;
-        const int n = int(chunks[c]->params.size());
-        STRATA_MPI(MPI_Send(chunks[c]->params.data(), n, MPI_FLOAT, 0, 3 * vs, topo.world));
-        STRATA_MPI(MPI_Send(opts[c].m.data(), n, MPI_FLOAT, 0, 3 * vs + 1, topo.world));
-        STRATA_MPI(MPI_Send(opts[c].v.data(), n, MPI_FLOAT, 0, 3 * vs + 2, topo.world));
-      }
-  } else {
-    const ParamLayout& l = chunks[0]->layout;
-    std::vector<float> p(l.total), m(l.total), vv(l.total);
-    for (int vs = 0; vs < P * v; vs++) {
-      StageRange r = partition_range(counts, vs);
-      const size_t b = r.embedding ? 0 : l.block_begin[r.first], e = r.head ? l.total : l.block_begin[r.last];
-      const int owner = (vs % P) * topo.D, c = vs / P;
-      if (owner == 0) {
-        std::copy(chunks[c]->params.begin(), chunks[c]->params.end(), p.begin() + long(b));
-        std::copy(opts[c].m.begin(), opts[c].m.end(), m.begin() + long(b));
-        std::copy(opts[c].v.begin(), opts[c].v.end(), vv.begin() + long(b));
-      } else {
-        for (int k = 0; k < 3; k++)
-          STRATA_MPI(MPI_Recv((k == 0 ? p : k == 1 ? m : vv).data() + b, int(e - b), MPI_FLOAT, owner, 3 * vs + k,
-                              topo.world, MPI_STATUS_IGNORE));
-      }
-    }
-    CheckpointView cv{&cfg, &l, p.data(), m.data(), vv.data(), st};
-    say("checkpoint " + checkpoint_save(cfg.checkpoint.dir, cv, cfg.checkpoint.keep));
-  }
-  STRATA_MPI(MPI_Barrier(topo.world));
+  std::vector<CheckpointPart> mine;
+  if (topo.replica == 0)
+    for (size_t c = 0; c < chunks.size(); c++)
+      mine.push_back({&chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(), opts[c].m.data(),
+                      opts[c].v.data()});
+  const auto t0 = clock_type::now();
+  const std::string path =
+      checkpoint_save_parallel(cfg.checkpoint.dir, topo.world, cfg, chunks[0]->layout, mine, st, cfg.checkpoint.keep);
+  const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  char line[512];
+  std::snprintf(line, sizeof line, "checkpoint %s (%.1f MB in %.2f s, %.0f MB/s)", path.c_str(),
+                double(std::filesystem::file_size(path)) / 1e6, s, double(std::filesystem::file_size(path)) / 1e6 / s);
+  say(line);
 }
 
 }  // namespace
@@ -220,7 +201,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   auto save = [&]() {
     if (st.step == last_saved) return;
     last_saved = st.step;
-    save_gathered(cfg, topo, chunks, opts, counts, st, say);
+    save_parallel(cfg, topo, chunks, opts, st, say);
   };
 
   double window_s = 0;
@@ -297,6 +278,24 @@ double train_run(const Config& cfg, MPI_Comm world) {
                   std::string(w - fill, ' ').c_str(), int(100 * double(st.step) / tc.steps),
                   static_cast<long long>(st.step), tc.steps, fmt_time(el / frac * (1 - frac)).c_str());
       std::fflush(stdout);
+    }
+  }
+  {  // Measured per micro-batch chunk on every stage (the inputs of `strata schedule --cost-*`).
+    const auto& tm = exec.timing();
+    double mine[5];
+    for (int k = 0; k < 4; k++) mine[k] = tm.count[k] ? 1e3 * tm.compute[k] / double(tm.count[k]) : 0.0;
+    mine[4] = 1e3 * tm.wait / double(std::max<int64_t>(1, st.step - first_step));
+    std::vector<double> all(lead ? 5 * topo.size : 0);
+    STRATA_MPI(MPI_Gather(mine, 5, MPI_DOUBLE, all.data(), 5, MPI_DOUBLE, 0, topo.world));
+    for (int p = 0; p < P; p++) {  // replica 0 of each stage
+      const double* t = all.data() + 5 * p * D;
+      char line[256];
+      if (lead)
+        std::snprintf(line, sizeof line,
+                      "stage %d per micro-batch chunk: F %.2f ms, B+W %.2f ms, B %.2f ms, W %.2f ms; waiting for "
+                      "receives %.1f ms per step",
+                      p, t[0], t[1], t[2], t[3], t[4]);
+      say(line);
     }
   }
   run_eval(st.step);
