@@ -33,6 +33,10 @@ int train_main(int argc, char** argv, const std::string& file, const std::vector
   }
   try {
     train_run(cfg, MPI_COMM_WORLD);
+  } catch (const AgreedError& e) {  // every rank is here with the same message
+    if (rank == 0) log_error(e.what());
+    MPI_Finalize();
+    return 1;
   } catch (const std::exception& e) {
     if (size > 1) log_set_rank(rank);
     log_error(e.what());

@@ -44,6 +44,9 @@ void config_visit(C& c, F&& f) {
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
   f("train", "exit_interval", c.train.exit_interval);
+  f("train", "max_runtime", c.train.max_runtime);
+  f("train", "on_nonfinite", c.train.on_nonfinite);
+  f("train", "rollback_lr_scale", c.train.rollback_lr_scale);
   f("data", "train", c.data.train);
   f("data", "val", c.data.val);
   f("checkpoint", "dir", c.checkpoint.dir);
@@ -221,6 +224,11 @@ void config_validate(const Config& c) {
   STRATA_CHECK(t.threads >= 0, src, ": key train.threads = ", t.threads, " must be >= 0");
   STRATA_CHECK(t.eval_interval >= 0 && t.eval_batches >= 0, src, ": train.eval_interval = ", t.eval_interval,
                " and train.eval_batches = ", t.eval_batches, " must be >= 0");
+  STRATA_CHECK(t.on_nonfinite == "abort" || t.on_nonfinite == "skip" || t.on_nonfinite == "rollback", src,
+               ": key train.on_nonfinite = \"", t.on_nonfinite, "\" is not one of abort, skip, rollback");
+  STRATA_CHECK(t.rollback_lr_scale > 0 && t.rollback_lr_scale <= 1, src, ": key train.rollback_lr_scale = ",
+               t.rollback_lr_scale, " must be in (0, 1]");
+  STRATA_CHECK(t.max_runtime >= 0, src, ": key train.max_runtime = ", t.max_runtime, " must be >= 0");
   STRATA_CHECK(t.exit_interval >= 0, src, ": key train.exit_interval = ", t.exit_interval, " must be >= 0");
   STRATA_CHECK(c.checkpoint.interval >= 0, src, ": key checkpoint.interval = ", c.checkpoint.interval,
                " must be >= 0");

@@ -38,6 +38,9 @@ struct TrainConfig {
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)
+  double max_runtime = 0;  // seconds: save and exit 0 at the first step boundary past it (0: no limit)
+  std::string on_nonfinite = "abort";  // abort | skip | rollback
+  double rollback_lr_scale = 0.5;      // learning-rate factor applied at each rollback
 };
 
 struct DataConfig {

@@ -11,6 +11,12 @@ struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An error every rank raises alike at the same point (a non-finite step under on_nonfinite = "abort"): printed
+// once, by rank 0, and every rank exits 1 without MPI_Abort.
+struct AgreedError : Error {
+  using Error::Error;
+};
+
 template <class... A>
 std::string str(const A&... a) {
   std::ostringstream os;

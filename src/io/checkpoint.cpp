@@ -2,6 +2,7 @@
 #include "io/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <cstdlib>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,7 +82,11 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
   f.attr_string("/model", "activation", m.activation);
   f.attr_f64("/model", "ln_eps", m.ln_eps);
   static const float dummy = 0;
+  // STRATA_TEST_SAVE_DELAY_MS stretches the write (the kill -9 tests need time to hit it mid-file).
+  const char* delay = std::getenv("STRATA_TEST_SAVE_DELAY_MS");
+  const int delay_ms = delay ? std::atoi(delay) : 0;
   for (const TensorSpec& t : l.tensors) {
+    if (delay_ms > 0 && t.block >= 0 && t.name.find("/attn/w_qkv") != std::string::npos) usleep(delay_ms * 1000);
     const char* prefix[3] = {"/model/", "/optimizer/m/", "/optimizer/v/"};
     for (int k = 0; k < (moments ? 3 : 1); k++) {
       const float* p = src(t, k);
@@ -92,6 +97,8 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
   f.write_i64("/state/data_cursor", int64_t(st.data_cursor));
   f.write_i64("/state/tokens_seen", int64_t(st.tokens_seen));
   f.write_i64("/state/seed", cfg.train.seed);
+  f.write_f64("/state/lr_scale", st.lr_scale);
+  f.write_i64("/state/skipped_steps", st.skipped_steps);
   f.write_string("/config", config_to_toml(cfg));
   f.close();
 }
@@ -213,18 +220,29 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
     st->step = f.read_i64("/state/step");
     st->data_cursor = uint64_t(f.read_i64("/state/data_cursor"));
     st->tokens_seen = uint64_t(f.read_i64("/state/tokens_seen"));
+    f.read_f64("/state/lr_scale", &st->lr_scale, {});
+    st->skipped_steps = f.read_i64("/state/skipped_steps");
   }
 }
 
-std::string checkpoint_find_latest(const std::string& dir) {
+std::vector<std::string> checkpoint_candidates(const std::string& dir, std::string* note) {
+  std::vector<std::string> out;
   std::ifstream in(dir + "/latest");
   std::string name;
   if (in && std::getline(in, name) && std::regex_match(name, std::regex("step-[0-9]{8}\\.h5")) &&
       fs::exists(dir + "/" + name))
-    return dir + "/" + name;
-  if (in) log_info(str(dir, "/latest: does not name a checkpoint file; using the newest step-*.h5"));
+    out.push_back(dir + "/" + name);
+  else if (in && note)
+    *note = str(dir, "/latest: does not name a checkpoint file (", name.substr(0, 40), "); trying the newest step-*.h5");
   auto all = list_checkpoints(dir);
-  return all.empty() ? "" : all.back().second;
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (out.empty() || it->second != out.front()) out.push_back(it->second);
+  return out;
+}
+
+std::string checkpoint_find_latest(const std::string& dir) {
+  auto c = checkpoint_candidates(dir);
+  return c.empty() ? "" : c.front();
 }
 
 }  // namespace strata

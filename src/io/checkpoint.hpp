@@ -13,10 +13,14 @@
 
 namespace strata {
 
+// The whole training state beyond weights and moments. The RNG is counter-based (seed, sequence index), so
+// the data cursor is every rank's RNG and data state at once.
 struct TrainState {
-  int64_t step = 0;          // optimizer steps completed
+  int64_t step = 0;          // optimizer steps completed (the LR schedule's position)
   uint64_t data_cursor = 0;  // next training sequence index
   uint64_t tokens_seen = 0;
+  double lr_scale = 1.0;     // product of train.rollback_lr_scale over the rollbacks so far
+  int64_t skipped_steps = 0; // steps whose update was dropped (on_nonfinite = skip)
 };
 
 struct CheckpointView {  // what a save writes (m, v may be null for weights-only files)
@@ -55,5 +59,8 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
 void checkpoint_check_model(const std::string& path, const ModelConfig& ckpt, const ModelConfig& run);
 // Newest checkpoint in dir: <dir>/latest when it names a readable file, else the highest step-*.h5; "" if none.
 std::string checkpoint_find_latest(const std::string& dir);
+// Every complete step-*.h5 in dir, the one <dir>/latest names first, then the others newest first (the order in
+// which resume = "auto" tries them). `note` receives a line when latest is missing or names no checkpoint.
+std::vector<std::string> checkpoint_candidates(const std::string& dir, std::string* note = nullptr);
 
 }  // namespace strata

@@ -186,6 +186,14 @@ void H5File::write_i64(const std::string& obj, int64_t v) {
   write_raw(d.id, H5T_NATIVE_INT64, &v, rank_ == 0, obj);
 }
 
+void H5File::write_f64(const std::string& obj, double v) {
+  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
+  Handle p{lcpl(), H5Pclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F64LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  write_raw(d.id, H5T_NATIVE_DOUBLE, &v, rank_ == 0, obj);
+}
+
 int64_t H5File::read_i64(const std::string& obj) const {
   Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
   int64_t v = 0;

@@ -37,6 +37,7 @@ class H5File {
   void read_i32(const std::string& obj, int32_t* data, const std::vector<hsize_t>& expect) const;
   void read_f64(const std::string& obj, double* data, const std::vector<hsize_t>& expect) const;  // [] = scalar
   void write_i64(const std::string& obj, int64_t v);
+  void write_f64(const std::string& obj, double v);
   int64_t read_i64(const std::string& obj) const;
   void write_string(const std::string& obj, const std::string& s);
   std::string read_string(const std::string& obj) const;

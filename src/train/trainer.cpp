@@ -5,6 +5,8 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <climits>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -59,6 +61,53 @@ std::string fmt_time(double s) {
   else
     std::snprintf(b, sizeof b, "%dm%02ds", int(s / 60), int(std::fmod(s, 60)));
   return b;
+}
+
+// SIGTERM and SIGUSR1 only set this; every rank looks at the step boundary (see the loop).
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGUSR1, &sa, nullptr);
+}
+
+// STRATA_TEST_NAN="rank:step:name" puts a NaN into the gradient of the first tensor whose name contains `name`
+// on that rank at that step (the non-finite tests).
+void inject_nan(int rank, int64_t step, std::vector<std::unique_ptr<Model>>& chunks) {
+  static bool done = false;  // once per process, so a rollback does not meet it again
+  const char* e = std::getenv("STRATA_TEST_NAN");
+  if (!e || done) return;
+  int r = -1;
+  long long s = -1;
+  char name[128] = {};
+  if (std::sscanf(e, "%d:%lld:%127s", &r, &s, name) != 3 || r != rank || s != step) return;
+  for (auto& ch : chunks)
+    for (const TensorSpec* t : ch->tensors)
+      if (t->name.find(name) != std::string::npos) {
+        ch->grad(t->offset)[t->size / 2] = NAN;
+        done = true;
+        return;
+      }
+}
+
+// Index (in the whole layout) of the first tensor, in layer order, whose gradient holds a non-finite value on
+// this rank; INT_MAX when none.
+int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
+  int first = INT_MAX;
+  for (auto& ch : chunks)
+    for (const TensorSpec* t : ch->tensors) {
+      const float* g = ch->grads.data() + (t->offset - ch->slice_begin);
+      bool bad = false;
+#pragma omp parallel for reduction(|| : bad) schedule(static)
+      for (size_t i = 0; i < t->size; i++) bad = bad || !std::isfinite(g[i]);
+      if (bad) first = std::min(first, int(t - ch->layout.tensors.data()));
+    }
+  return first;
 }
 
 // STRATA_TEST_FAIL="rank:step" makes that rank throw at that step (the failure test of tests/mpi).
@@ -132,25 +181,77 @@ double train_run(const Config& cfg, MPI_Comm world) {
   Loader train_data(shard_read(cfg.data.train, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.train);
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
 
+  // Resume: the named checkpoint, or (auto) the newest one every rank can read, falling back past any that is
+  // truncated, corrupt or incomplete. A model config that disagrees is an error, not a reason to fall back.
   TrainState st;
   std::string resume_from;
+  auto load_all = [&](const std::string& path) {
+    std::string err;
+    try {
+      for (int c = 0; c < v; c++)
+        checkpoint_load(path, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(),
+                        opts[c].m.data(), opts[c].v.data(), &st);
+    } catch (const Error& e) {
+      err = e.what();
+    }
+    int ok = err.empty() ? 1 : 0, all = 0;
+    STRATA_MPI(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, topo.world));
+    if (!err.empty()) log_info("warning: " + err);
+    return all == 1;
+  };
+  auto model_of = [&](const std::string& path, ModelConfig& out) {
+    int ok = 1, all = 0;
+    try {
+      out = checkpoint_model_config(path);
+    } catch (const Error& e) {
+      ok = 0;
+      if (lead) log_info(std::string("warning: ") + e.what());
+    }
+    STRATA_MPI(MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, topo.world));
+    return all == 1;
+  };
   if (cfg.checkpoint.resume == "auto") {
-    resume_from = checkpoint_find_latest(cfg.checkpoint.dir);
+    std::string note;
+    for (const std::string& cand : checkpoint_candidates(cfg.checkpoint.dir, &note)) {
+      if (!note.empty()) say("warning: " + note), note.clear();
+      ModelConfig cm;
+      if (!model_of(cand, cm)) continue;
+      checkpoint_check_model(cand, cm, mc);
+      if (load_all(cand)) {
+        resume_from = cand;
+        break;
+      }
+      say("warning: " + cand + " is unreadable on some rank (see above); trying an older checkpoint");
+      st = TrainState{};
+    }
   } else if (cfg.checkpoint.resume != "none") {
-    resume_from = cfg.checkpoint.resume;
-    STRATA_CHECK(fs::exists(resume_from), cfg.source, ": key checkpoint.resume = \"", resume_from,
-                 "\": no such checkpoint file");
+    const std::string& path = cfg.checkpoint.resume;
+    STRATA_CHECK(fs::exists(path), cfg.source, ": key checkpoint.resume = \"", path, "\": no such checkpoint file");
+    ModelConfig cm;
+    if (!model_of(path, cm)) throw AgreedError(str(path, ": not a readable checkpoint (key checkpoint.resume)"));
+    checkpoint_check_model(path, cm, mc);
+    if (!load_all(path)) throw AgreedError(str(path, ": a dataset is unreadable (key checkpoint.resume; see above)"));
+    resume_from = path;
   }
   if (!resume_from.empty()) {
-    checkpoint_check_model(resume_from, checkpoint_model_config(resume_from), mc);
-    for (int c = 0; c < v; c++)
-      checkpoint_load(resume_from, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(),
-                      opts[c].m.data(), opts[c].v.data(), &st);
     say(str("resumed from ", resume_from, " at step ", st.step));
   } else {
     for (auto& ch : chunks) ch->init(uint64_t(tc.seed));
   }
 
+  {  // <dir>/ranks.txt: "rank stage replica host pid" per rank, to find (and signal) a rank of this run.
+    char line[256];
+    std::snprintf(line, sizeof line, "%d %d %d %s %d\n", topo.rank, topo.stage, topo.replica, topo.host.c_str(),
+                  int(getpid()));
+    std::vector<char> all(lead ? 256 * topo.size : 0);
+    STRATA_MPI(MPI_Gather(line, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, 0, topo.world));
+    if (lead) {
+      fs::create_directories(cfg.checkpoint.dir);
+      std::ofstream out(cfg.checkpoint.dir + "/ranks.txt", std::ios::trunc);
+      for (int r = 0; r < topo.size; r++) out << all.data() + 256 * r;
+    }
+    STRATA_MPI(MPI_Barrier(topo.world));
+  }
   std::ofstream metrics;
   if (lead) {
     fs::create_directories(cfg.checkpoint.dir);
@@ -204,6 +305,9 @@ double train_run(const Config& cfg, MPI_Comm world) {
     save_parallel(cfg, topo, chunks, opts, st, say);
   };
 
+  install_stop_handlers();
+  constexpr int kMaxRollbacks = 5;
+  int rollbacks_in_a_row = 0;
   double window_s = 0;
   int window_steps = 0;
   while (st.step < tc.steps) {
@@ -227,13 +331,61 @@ double train_run(const Config& cfg, MPI_Comm world) {
         if (D > 1) allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
         ch->grads_from_accumulator();
       }
+    inject_nan(topo.rank, st.step + 1, chunks);
+    // Non-finite loss or gradients: every rank learns the first tensor (in layer order) holding one.
+    int bad = first_nonfinite(chunks);
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MIN, topo.world));
+    if (bad != INT_MAX || !std::isfinite(loss)) {
+      std::string where = "non-finite loss";
+      if (bad != INT_MAX) {
+        const TensorSpec& t = layout.tensors[bad];
+        int stage = 0;
+        for (int vs = 0, first = 0; vs < P * v; first += counts[vs], vs++)
+          if (t.block < 0 ? (t.offset < layout.block_begin[0] ? vs == 0 : vs == P * v - 1)
+                          : (t.block >= first && t.block < first + counts[vs]))
+            stage = vs % P;
+        where = str("non-finite gradient first in stage ", stage, ", ", t.block >= 0 ? str("block ", t.block) : "no block",
+                    ", tensor /model/", t.name);
+      }
+      const std::string report = str("step ", st.step + 1, ": ", where, " (loss ", loss, ", lr ",
+                                     lr_at(tc, st.step) * st.lr_scale, ", norm = ", mc.norm, ")");
+      if (tc.on_nonfinite == "abort") throw AgreedError(report + "; train.on_nonfinite = abort");
+      if (tc.on_nonfinite == "skip") {
+        st.skipped_steps++;
+        say(str("warning: ", report, "; update skipped (train.on_nonfinite = skip, ", st.skipped_steps,
+                " skipped so far)"));
+        st.step++;
+        st.data_cursor += uint64_t(B);
+        st.tokens_seen += uint64_t(B) * T;
+        continue;
+      }
+      // rollback: the newest checkpoint, a smaller learning rate, and the batches since then left behind.
+      if (++rollbacks_in_a_row > kMaxRollbacks)
+        throw AgreedError(str(report, "; train.on_nonfinite = rollback gave up after ", kMaxRollbacks,
+                              " rollbacks without a finite step"));
+      const uint64_t cursor = st.data_cursor + uint64_t(B), tokens = st.tokens_seen + uint64_t(B) * T;
+      const double scale = st.lr_scale * tc.rollback_lr_scale;
+      std::string from;
+      for (const std::string& cand : checkpoint_candidates(cfg.checkpoint.dir))
+        if (load_all(cand)) {
+          from = cand;
+          break;
+        }
+      if (from.empty()) throw AgreedError(report + "; train.on_nonfinite = rollback, but " + cfg.checkpoint.dir +
+                                          " holds no readable checkpoint");
+      st.data_cursor = cursor;
+      st.tokens_seen = tokens;
+      st.lr_scale = scale;
+      say(str("warning: ", report, "; rolled back to ", from, " (step ", st.step, "), learning rate × ", scale,
+              ", data resumes at sequence ", cursor));
+      continue;
+    }
+    rollbacks_in_a_row = 0;
     double sq = 0;
     for (auto& ch : chunks) sq += cpu::sum_squares(ch->grads.data(), ch->grads.size());
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
-    STRATA_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", st.step + 1, ": non-finite loss ", loss,
-                 " or gradient norm ", norm, " (norm = ", mc.norm, ", lr = ", lr_at(tc, st.step), ")");
-    const double lr = lr_at(tc, st.step);
+    const double lr = lr_at(tc, st.step) * st.lr_scale;
     for (int c = 0; c < v; c++) {
       grad_clip(chunks[c]->grads, norm, tc.grad_clip);
       opts[c].update(chunks[c]->params.data(), chunks[c]->grads.data(), lr, st.step + 1, tc);
@@ -264,6 +416,19 @@ double train_run(const Config& cfg, MPI_Comm world) {
     }
     if (tc.eval_interval > 0 && st.step % tc.eval_interval == 0 && st.step != tc.steps) run_eval(st.step);
     if (cfg.checkpoint.interval > 0 && st.step % cfg.checkpoint.interval == 0 && st.step != tc.steps) save();
+    // SIGTERM / SIGUSR1 on any rank, or train.max_runtime: all ranks agree here, save and exit 0.
+    int stop = int(g_stop_signal);
+    if (tc.max_runtime > 0 && std::chrono::duration<double>(clock_type::now() - t_start).count() > tc.max_runtime)
+      stop = std::max(stop, 1000);
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, topo.world));
+    if (stop && st.step != tc.steps) {
+      say(str(stop == 1000 ? str("train.max_runtime = ", tc.max_runtime, " s reached")
+                           : str("received ", stop == SIGTERM ? "SIGTERM" : stop == SIGUSR1 ? "SIGUSR1" : "a signal"),
+              ": saving at step ", st.step, " and exiting"));
+      save();
+      topology_free(topo);
+      return val_loss;
+    }
     if (tc.exit_interval > 0 && st.step % tc.exit_interval == 0 && st.step != tc.steps) {
       say(str("step ", st.step, " is a multiple of train.exit_interval = ", tc.exit_interval, ": saving and exiting"));
       save();

@@ -1,0 +1,252 @@
+// test_checkpoint.cpp: checkpoints under MPI (oversubscribed, every run under `timeout`): exact resume at
+// (4,1) and (2,2); a checkpoint of (4,1) continued at (2,2) and (1,1); kill -9 during a write; truncated,
+// corrupt and garbage files refused or bypassed with their message; SIGUSR1 to one rank; a NaN in one block's
+// gradient on one stage under every on_nonfinite policy.
+#define BOOST_TEST_DYN_LINK
+#define BOOST_TEST_MODULE checkpoint
+#include <signal.h>
+
+#include <boost/test/unit_test.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "io/checkpoint.hpp"
+#include "model/layout.hpp"
+#include "test_util.hpp"
+
+using namespace strata;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kBin = STRATA_BIN;
+const std::string kMpirun =
+    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+    "OMPI_MCA_mpi_yield_when_idle=1 " + std::string(STRATA_MPIEXEC) + " --oversubscribe --bind-to none";
+
+ModelConfig model() {
+  ModelConfig m;
+  m.layers = 16, m.d_model = 32, m.heads = 4, m.d_ffn = 64, m.seq_len = 16, m.norm = "pre";
+  return m;
+}
+
+std::string config(const std::string& dir) {
+  std::string p = dir + "/cfg.toml";
+  std::ofstream(p) << "[model]\nlayers = 16\nd_model = 32\nheads = 4\nd_ffn = 64\nseq_len = 16\nnorm = \"pre\"\n"
+                      "[train]\nsteps = 10\nbatch_size = 8\nmicro_batch_size = 2\nthreads = 1\neval_batches = 0\n"
+                      "lr = 1e-3\nwarmup_steps = 2\n[data]\ntrain = \""
+                   << dir << "/train.bin\"\nval = \"" << dir << "/val.bin\"\n[log]\ninterval = 1\npeak_gflops = 100.0\n";
+  return p;
+}
+
+test::RunResult train(const std::string& cfg, int P, int D, const std::string& dir, const std::string& extra = "",
+                      const std::string& env = "") {
+  return test::run(env + " timeout 120 " + kMpirun + " -np " + std::to_string(P * D) + " " + kBin +
+                   " train --config " + cfg + " --set parallel.pipeline=" + std::to_string(P) +
+                   " --set parallel.data=" + std::to_string(D) + " --set checkpoint.dir=" + dir + extra);
+}
+
+struct State {
+  std::vector<float> p, m, v;
+  TrainState st;
+};
+State load(const std::string& path) {
+  ParamLayout l = layout_build(model());
+  State s{std::vector<float>(l.total), std::vector<float>(l.total), std::vector<float>(l.total), {}};
+  checkpoint_load(path, l, s.p.data(), s.m.data(), s.v.data(), &s.st);
+  return s;
+}
+bool same(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * 4) == 0;
+}
+std::vector<std::string> loss_records(const std::string& metrics) {
+  std::vector<std::string> out;
+  std::istringstream in(test::read_file(metrics));
+  std::string line;
+  while (std::getline(in, line))
+    if (line.find("\"loss\":") != std::string::npos) out.push_back(line.substr(0, line.find(",\"lr\"")));
+  return out;
+}
+
+struct Fixture {
+  std::string dir = test::fresh_dir("checkpoint_" +
+                                    std::string(boost::unit_test::framework::current_test_case().p_name));
+  std::string cfg;
+  Fixture() {
+    test::write_text_shards(dir);
+    cfg = config(dir);
+  }
+};
+
+}  // namespace
+
+BOOST_FIXTURE_TEST_CASE(resume_is_bit_exact_and_moves_between_layouts, Fixture) {
+  for (auto [P, D] : std::vector<std::pair<int, int>>{{4, 1}, {2, 2}}) {
+    const std::string tag = std::to_string(P) + "x" + std::to_string(D);
+    auto r = train(cfg, P, D, dir + "/straight" + tag);
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    r = train(cfg, P, D, dir + "/split" + tag, " --set train.exit_interval=5");
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    BOOST_TEST(!fs::exists(dir + "/split" + tag + "/step-00000010.h5"));
+    r = train(cfg, P, D, dir + "/split" + tag, " --set checkpoint.resume=auto");
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    State a = load(dir + "/straight" + tag + "/step-00000010.h5"), b = load(dir + "/split" + tag + "/step-00000010.h5");
+    BOOST_TEST(same(a.p, b.p), tag << ": weights");
+    BOOST_TEST(same(a.m, b.m), tag << ": first moments");
+    BOOST_TEST(same(a.v, b.v), tag << ": second moments");
+    BOOST_TEST(a.st.data_cursor == b.st.data_cursor);
+    BOOST_TEST(loss_records(dir + "/straight" + tag + "/metrics.jsonl") ==
+               loss_records(dir + "/split" + tag + "/metrics.jsonl"));
+  }
+  // The step-5 checkpoint of (4,1), continued at (2,2) and at (1,1), against (4,1) continuing.
+  const std::string at5 = dir + "/split4x1/step-00000005.h5";
+  const auto ref = loss_records(dir + "/straight4x1/metrics.jsonl");
+  for (auto [P, D] : std::vector<std::pair<int, int>>{{2, 2}, {1, 1}}) {
+    const std::string out = dir + "/moved" + std::to_string(P) + "x" + std::to_string(D);
+    auto r = train(cfg, P, D, out, " --set checkpoint.resume=" + at5);
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    BOOST_TEST(r.out.find("resumed from " + at5 + " at step 5") != std::string::npos);
+    auto l = loss_records(out + "/metrics.jsonl");
+    BOOST_TEST_REQUIRE(l.size() == 5u);
+    auto value = [](const std::string& rec) { return std::stod(rec.substr(rec.find("\"loss\":") + 7)); };
+    for (size_t i = 0; i < l.size(); i++)
+      BOOST_TEST(std::fabs(value(l[i]) - value(ref[5 + i])) / value(ref[5 + i]) < 1e-5, "step " << 6 + i);
+    State a = load(dir + "/straight4x1/step-00000010.h5"), b = load(out + "/step-00000010.h5");
+    BOOST_TEST(same(a.p, b.p));
+    BOOST_TEST(same(a.m, b.m));
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(kill_9_during_a_write_leaves_the_previous_checkpoint, Fixture) {
+  auto r = train(cfg, 2, 1, dir + "/ref");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  const State ref = load(dir + "/ref/step-00000010.h5");
+  for (int delay_ms : {50, 300, 700}) {  // how long into the step-6 write the kill lands
+    const std::string out = dir + "/killed" + std::to_string(delay_ms);
+    fs::create_directories(out);
+    // Slow writes (40 ms per block) so the kill lands inside the file; checkpoints at 3, 6, 9.
+    const std::string cmd = "STRATA_TEST_SAVE_DELAY_MS=40 timeout 120 " + kMpirun + " -np 2 " + kBin +
+                            " train --config " + cfg + " --set parallel.pipeline=2 --set checkpoint.interval=3" +
+                            " --set checkpoint.dir=" + out + " > " + out + "/log 2>&1; echo $? > " + out + "/rc";
+    BOOST_TEST_REQUIRE(std::system(("(" + cmd + ") &").c_str()) == 0);
+    const std::string tmp = out + "/.step-00000006.h5.tmp";
+    bool seen = false;
+    for (int i = 0; i < 6000 && !seen; i++) {
+      seen = fs::exists(tmp);
+      if (!seen) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    BOOST_TEST_REQUIRE(seen, "the step-6 write never started");
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    std::istringstream ranks(test::read_file(out + "/ranks.txt"));
+    int rank, stage, replica, pid;
+    std::string host;
+    while (ranks >> rank >> stage >> replica >> host >> pid)
+      if (rank == 1) kill(pid, SIGKILL);
+    for (int i = 0; i < 3000 && !fs::exists(out + "/rc"); i++)  // mpirun ends the job: every rank is gone
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    BOOST_TEST(test::read_file(out + "/rc") != "0\n", "the killed job must fail");
+    BOOST_TEST(!fs::exists(out + "/step-00000006.h5"), "a killed write must not appear complete");
+    BOOST_TEST(checkpoint_find_latest(out) == out + "/step-00000003.h5");
+    r = train(cfg, 2, 1, out, " --set checkpoint.resume=auto");
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    BOOST_TEST(r.out.find("resumed from " + out + "/step-00000003.h5") != std::string::npos, r.out);
+    State s = load(out + "/step-00000010.h5");
+    BOOST_TEST(same(s.p, ref.p), "after kill at +" << delay_ms << " ms");
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(bad_files_are_refused_or_bypassed_with_their_message, Fixture) {
+  auto r = train(cfg, 2, 1, dir + "/run", " --set checkpoint.interval=3 --set train.steps=6");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  const std::string newest = dir + "/run/step-00000006.h5", older = dir + "/run/step-00000003.h5";
+  const std::string good = test::read_file(newest);
+  auto resume = [&](const std::string& extra = " --set checkpoint.resume=auto") {
+    fs::remove_all(dir + "/run/metrics.jsonl");
+    return train(cfg, 2, 1, dir + "/run", extra + " --set train.steps=7");
+  };
+  // Truncated: the newest is skipped with its name, the older one resumes.
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << good.substr(0, good.size() / 2);
+  r = resume();
+  BOOST_TEST(r.code == 0, r.out);
+  BOOST_TEST(r.out.find(newest) != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("resumed from " + older) != std::string::npos, r.out);
+  // A flipped byte inside a dataset (located with h5py): Fletcher32 names the dataset.
+  fs::remove(dir + "/run/step-00000007.h5");
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << good;
+  auto off = test::run(std::string(STRATA_PYTHON) + " -c \"import h5py; f=h5py.File('" + newest +
+                       "'); print(f['model/blocks/012/ffn/w_h'].id.get_chunk_info(0).byte_offset)\"");
+  BOOST_TEST_REQUIRE(off.code == 0, off.out);
+  std::string bytes = good;
+  bytes[std::stoul(off.out) + 100] ^= 0x5a;
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << bytes;
+  r = resume();
+  BOOST_TEST(r.code == 0, r.out);
+  BOOST_TEST(r.out.find("blocks/012/ffn/w_h") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("checksum") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("resumed from " + older) != std::string::npos, r.out);
+  // Named explicitly, the corrupt file is an error, not a fallback.
+  r = resume(" --set checkpoint.resume=" + newest);
+  BOOST_TEST(r.code != 0);
+  BOOST_TEST(r.out.find("blocks/012/ffn/w_h") != std::string::npos, r.out);
+  // Garbage in latest: bypassed with a message, the newest complete checkpoint resumes.
+  fs::remove(dir + "/run/step-00000007.h5");
+  std::ofstream(newest, std::ios::binary | std::ios::trunc) << good;
+  std::ofstream(dir + "/run/latest", std::ios::trunc) << "\x01\x02garbage";
+  r = resume();
+  BOOST_TEST(r.code == 0, r.out);
+  BOOST_TEST(r.out.find("latest: does not name a checkpoint") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("resumed from " + newest) != std::string::npos, r.out);
+}
+
+BOOST_FIXTURE_TEST_CASE(sigusr1_to_one_rank_saves_everywhere_and_exits_0, Fixture) {
+  const std::string out = dir + "/sig";
+  fs::create_directories(out);
+  // Many steps so the signal lands mid-run.
+  const std::string cmd = "timeout 120 " + kMpirun + " -np 4 " + kBin + " train --config " + cfg +
+                          " --set parallel.pipeline=2 --set parallel.data=2 --set train.steps=100000" +
+                          " --set checkpoint.dir=" + out + " > " + out + "/log 2>&1; echo $? > " + out + "/rc";
+  BOOST_TEST_REQUIRE(std::system(("(" + cmd + ") &").c_str()) == 0);
+  for (int i = 0; i < 6000 && loss_records(out + "/metrics.jsonl").size() < 3; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  std::istringstream ranks(test::read_file(out + "/ranks.txt"));
+  int rank, stage, replica, pid;
+  std::string host;
+  while (ranks >> rank >> stage >> replica >> host >> pid)
+    if (rank == 3) kill(pid, SIGUSR1);
+  for (int i = 0; i < 6000 && !fs::exists(out + "/rc"); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  BOOST_TEST(test::read_file(out + "/rc") == "0\n", test::read_file(out + "/log"));
+  const std::string log = test::read_file(out + "/log");
+  BOOST_TEST(log.find("received SIGUSR1: saving at step") != std::string::npos, log);
+  const std::string latest = checkpoint_find_latest(out);
+  BOOST_TEST_REQUIRE(!latest.empty());
+  State s = load(latest);
+  BOOST_TEST(s.st.step == int64_t(loss_records(out + "/metrics.jsonl").size()));
+  BOOST_TEST(s.st.step < 100000);
+}
+
+BOOST_FIXTURE_TEST_CASE(a_nan_in_one_gradient_is_reported_under_every_policy, Fixture) {
+  // Rank 2 is stage 1 of (P, D) = (2, 2): blocks 8–15. The NaN goes into block 12's FFN at step 5.
+  for (std::string policy : {"abort", "skip", "rollback"}) {
+    auto r = train(cfg, 2, 2, dir + "/" + policy, " --set checkpoint.interval=3 --set train.on_nonfinite=" + policy,
+                   "STRATA_TEST_NAN=2:5:blocks/012/ffn/w_h");
+    const std::string expect = "step 5: non-finite gradient first in stage 1, block 12, tensor /model/blocks/012/ffn/w_h";
+    BOOST_TEST(r.out.find(expect) != std::string::npos, policy << ": " << r.out);
+    if (policy == "abort") {
+      BOOST_TEST(r.code != 0);
+      BOOST_TEST(!fs::exists(dir + "/abort/step-00000010.h5"));
+    } else {
+      BOOST_TEST(r.code == 0, r.out);
+      State s = load(dir + "/" + policy + "/step-00000010.h5");
+      BOOST_TEST(s.st.step == 10);
+      for (float x : s.p) BOOST_TEST_REQUIRE(std::isfinite(x));
+      if (policy == "skip") BOOST_TEST(s.st.skipped_steps == 1);
+      if (policy == "rollback") {
+        BOOST_TEST(s.st.lr_scale == 0.5);
+        BOOST_TEST(r.out.find("rolled back to " + dir + "/rollback/step-00000003.h5") != std::string::npos);
+        BOOST_TEST(s.st.data_cursor == 8u * 12u);  // 10 steps plus the 2 batches left behind (steps 4 and 5)
+      }
+    }
+  }
+}
