@@ -90,7 +90,7 @@ BOOST_FIXTURE_TEST_CASE(checkpoint_mismatches_are_refused_and_nothing_is_overwri
   BOOST_TEST_REQUIRE(r.code == 0, r.out);
   const std::string ckpt = ck + "/step-00000003.h5";
   const std::string before = test::read_file(ckpt), latest = test::read_file(ck + "/latest");
-  const std::string metrics = test::read_file(ck + "/metrics.jsonl");
+  const std::string metrics = test::read_file(ck + "/metrics.jsonl"), ranks = test::read_file(ck + "/ranks.txt");
   expect_error("train --config " + ok + " --set checkpoint.resume=auto --set model.norm=post --set train.steps=5",
                {"step-00000003.h5", "model.norm = pre", "model.norm = post"});
   expect_error("train --config " + ok + " --set checkpoint.resume=auto --set model.seq_len=32 --set train.steps=5",
@@ -102,9 +102,10 @@ BOOST_FIXTURE_TEST_CASE(checkpoint_mismatches_are_refused_and_nothing_is_overwri
   BOOST_TEST(test::read_file(ckpt) == before);
   BOOST_TEST(test::read_file(ck + "/latest") == latest);
   BOOST_TEST(test::read_file(ck + "/metrics.jsonl") == metrics);
+  BOOST_TEST(test::read_file(ck + "/ranks.txt") == ranks);
   int files = 0;
   for (auto& e : fs::directory_iterator(ck)) files += e.is_regular_file();
-  BOOST_TEST(files == 3);  // step-00000003.h5, latest, metrics.jsonl
+  BOOST_TEST(files == 4);  // step-00000003.h5, latest, metrics.jsonl, ranks.txt
 }
 
 BOOST_FIXTURE_TEST_CASE(prepare_eval_sample_inspect_end_to_end, Fixture) {
