@@ -62,6 +62,8 @@ void config_visit(C& c, F&& f) {
   f("parallel", "virtual_stages", c.parallel.virtual_stages);
   f("parallel", "partition", c.parallel.partition);
   f("parallel", "transport", c.parallel.transport);
+  f("stats", "interval", c.stats.interval);
+  f("stats", "file", c.stats.file);
 }
 
 bool is_list_text(const std::string& s) { return !s.empty() && s.front() == '['; }
@@ -248,6 +250,7 @@ void config_validate(const Config& c) {
                " replicas of whole micro-batches of train.micro_batch_size = ", t.micro_batch_size);
   STRATA_CHECK(p.partition == "uniform" || is_list_text(p.partition), src, ": key parallel.partition = \"",
                p.partition, "\" must be \"uniform\" or a list of blocks per stage");
+  STRATA_CHECK(c.stats.interval >= 0, src, ": key stats.interval = ", c.stats.interval, " must be >= 0");
   STRATA_CHECK(c.log.peak_gflops >= 0, src, ": key log.peak_gflops = ", c.log.peak_gflops, " must be >= 0");
 }
 

@@ -70,6 +70,11 @@ struct ParallelConfig {
   std::string transport = "mpi";   // mpi (nccl arrives with the GPU backend)
 };
 
+struct StatsConfig {
+  int interval = 0;       // steps between rows of per-layer statistics; 0: off
+  std::string file = "";  // default <checkpoint.dir>/stats.h5
+};
+
 struct Config {
   ModelConfig model;
   TrainConfig train;
@@ -77,6 +82,7 @@ struct Config {
   CheckpointConfig checkpoint;
   LogConfig log;
   ParallelConfig parallel;
+  StatsConfig stats;
   std::string source = "<defaults>";  // file the config came from, for messages
 };
 

@@ -15,6 +15,7 @@
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "io/h5.hpp"
+#include "io/stats.hpp"
 
 namespace fs = std::filesystem;
 
@@ -69,7 +70,8 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
 // Everything but the tensors' data source: `src(t, k)` gives tensor t's buffer for k = 0 (weights), 1 (m),
 // 2 (v), or null where this writer has none (then it takes part without data).
 template <class Src>
-void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainState& st, bool moments, Src&& src) {
+void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainState& st, bool moments, Src&& src,
+                const std::vector<float>* stats_row = nullptr) {
   const ModelConfig& m = cfg.model;
   f.make_group("/model");
   f.attr_string("/model", "norm", m.norm);
@@ -100,6 +102,12 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
   f.write_f64("/state/lr_scale", st.lr_scale);
   f.write_i64("/state/skipped_steps", st.skipped_steps);
   f.write_string("/config", config_to_toml(cfg));
+  if (stats_row) {
+    const hsize_t L = hsize_t(cfg.model.layers);
+    for (size_t k = 0; k < stats_names().size(); k++)
+      f.write_f32("/stats/" + stats_names()[k], stats_row->empty() ? &dummy : stats_row->data() + k * L, {L},
+                  !stats_row->empty());
+  }
   f.close();
 }
 
@@ -136,7 +144,8 @@ std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int
 }
 
 std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, const Config& cfg, const ParamLayout& l,
-                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep) {
+                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep,
+                                     const std::vector<float>* stats_row) {
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -153,7 +162,7 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
       if (it == owned.end()) return nullptr;
       const CheckpointPart& p = *it->second.first;
       return (k == 0 ? p.params : k == 1 ? p.m : p.v) + it->second.second;
-    });
+    }, stats_row);
   }
   std::string path = dir + "/" + step_name(st.step);
   if (rank == 0) path = publish(dir, tmp, st.step, keep);

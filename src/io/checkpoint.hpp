@@ -42,8 +42,11 @@ struct CheckpointPart {
 // The same file written by every rank of comm at once (collective MPI-IO through parallel HDF5): every rank
 // creates every dataset, the owner of a tensor writes it, the others take part with nothing to write. Parts
 // may be empty on ranks that own nothing (data-parallel replicas other than 0). Returns the path on every rank.
+// stats_row (may be null on every rank alike): the per-layer statistics of this step, stats_names() × L values,
+// read on rank 0 only, stored as /stats/<name> [L].
 std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, const Config& cfg, const ParamLayout& l,
-                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep);
+                                     const std::vector<CheckpointPart>& mine, const TrainState& st, int keep,
+                                     const std::vector<float>* stats_row = nullptr);
 // Writes a checkpoint file at an exact path (no latest, no pruning), for tools and tests.
 void checkpoint_write_file(const std::string& path, const CheckpointView& c);
 

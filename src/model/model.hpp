@@ -15,6 +15,18 @@
 
 namespace strata {
 
+// Per-block activation statistics summed over the micro-batches of a step (forward and input-gradient passes).
+struct BlockStats {
+  double branch_sq[2] = {0, 0};   // Σ F(·)² of attn, ffn
+  double norm_in_sq[2][3] = {};   // Σ (LayerNorm input)² of attn, ffn; per LN: in (x), branch (f), sum (s)
+  double resid_sq = 0;            // Σ y² of the stream leaving the block
+  double resid_grad_sq = 0;       // Σ (∂loss/∂y)² of it
+  double entropy = 0;             // Σ over (batch, head, query) of the attention entropy, nats
+  double rows = 0;                // how many (batch, head, query) rows went into entropy
+  double elems = 0;               // how many elements of one [N,d] activation went into the sums
+  double max_abs = 0;             // largest |activation| in the block
+};
+
 // The part of the model a stage owns. The default is the whole model.
 struct StageRange {
   int first = 0, last = -1;  // blocks [first, last); −1: every block
@@ -78,6 +90,11 @@ class Model {
   void backward_weight(int slot);  // W: the deferred weight gradients; grads +=
 
   size_t activation_bytes() const;  // bytes held by all slots ever allocated (the peak in flight)
+
+  // With collect_stats, forward and backward passes add to stats[k] (block range.first + k).
+  bool collect_stats = false;
+  std::vector<BlockStats> stats;
+  void reset_stats() { stats.assign(nblocks(), BlockStats{}); }
   // Called after every sub-layer of every pass: the pipeline executor lets transfers progress there, so a
   // large send completes while this rank computes (the model itself knows nothing of communication).
   std::function<void()> on_sublayer;
@@ -85,6 +102,7 @@ class Model {
 
   ModelConfig cfg;
   StageRange range;
+  int nblocks() const { return range.last - range.first; }
   ParamLayout layout;                // of the whole model; offsets are global
   size_t slice_begin = 0, slice_end = 0;  // this stage's part of the layout
   std::vector<const TensorSpec*> tensors;  // the tensors this stage owns
@@ -109,7 +127,7 @@ class Model {
   void sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& g, const SubActs& a, const float* df,
                            const float* dm1, int B, int T);
   void reserve_scratch(int B, int T);
-  int nblocks() const { return range.last - range.first; }
+  void add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T);
 
   cpu::Activation act_;
   std::vector<std::unique_ptr<Slot>> slots_;

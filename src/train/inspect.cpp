@@ -5,6 +5,7 @@
 #include "core/error.hpp"
 #include "io/checkpoint.hpp"
 #include "io/h5.hpp"
+#include "io/stats.hpp"
 #include "train/commands.hpp"
 
 namespace strata {
@@ -31,6 +32,24 @@ void inspect_run(const std::string& path) {
     for (size_t i = 0; i < t.size; i++) vs += v[t.offset + i];
     std::printf("%-32s %-14s %12.5g %12.5g %12.5g\n", t.name.c_str(), shape.c_str(), norm(p.data() + t.offset, t.size),
                 norm(m.data() + t.offset, t.size), std::sqrt(vs));
+  }
+  if (!f.exists("/stats")) return;
+  // The per-layer statistics of the checkpoint's step, one row per block.
+  const auto& names = stats_names();
+  const hsize_t L = hsize_t(mc.layers);
+  std::vector<std::vector<float>> cols(names.size(), std::vector<float>(L));
+  for (size_t k = 0; k < names.size(); k++) {
+    std::vector<double> tmp(L);
+    f.read_f32("/stats/" + names[k], cols[k].data(), {L});
+  }
+  std::printf("\nper-layer statistics at step %lld (see stats.h5 for every logged step)\n%5s",
+              static_cast<long long>(st.step), "block");
+  for (auto& n : names) std::printf(" %11.11s", n.c_str());
+  std::printf("\n");
+  for (hsize_t l = 0; l < L; l++) {
+    std::printf("%5llu", static_cast<unsigned long long>(l));
+    for (auto& c : cols) std::printf(" %11.4g", c[l]);
+    std::printf("\n");
   }
 }
 

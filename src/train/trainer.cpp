@@ -18,6 +18,7 @@
 #include "core/log.hpp"
 #include "data/shard.hpp"
 #include "io/checkpoint.hpp"
+#include "io/stats.hpp"
 #include "optim/optimizer.hpp"
 #include "parallel/executor.hpp"
 #include "parallel/partition.hpp"
@@ -110,6 +111,78 @@ int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
   return first;
 }
 
+// One row of per-layer statistics (stats_names() × L, block-major within a statistic) on world rank 0.
+// Activation sums are added over data replicas; each block's values come from replica 0 of its stage.
+// `before` holds the parameters before this step's update (empty: no update happened, ratios are NaN).
+std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
+                             const std::vector<std::unique_ptr<Model>>& chunks,
+                             const std::vector<std::vector<float>>& before, bool have_acts) {
+  const int L = mc.layers;
+  const size_t S = stats_names().size();
+  std::vector<double> vals(S * L, 0.0);
+  for (size_t c = 0; c < chunks.size(); c++) {
+    Model& m = *chunks[c];
+    const int nb = m.nblocks();
+    std::vector<double> sums(size_t(nb) * 12, 0.0), maxs(nb, 0.0);
+    for (int k = 0; k < nb && have_acts; k++) {
+      const BlockStats& b = m.stats[k];
+      double* o = sums.data() + size_t(k) * 12;
+      o[0] = b.branch_sq[0], o[1] = b.branch_sq[1];
+      for (int j = 0; j < 2; j++)
+        for (int t = 0; t < 3; t++) o[2 + 3 * j + t] = b.norm_in_sq[j][t];
+      o[8] = b.resid_sq, o[9] = b.resid_grad_sq, o[10] = b.entropy, o[11] = b.rows;
+      maxs[k] = b.max_abs;
+    }
+    std::vector<double> elems(nb, 0.0);
+    for (int k = 0; k < nb && have_acts; k++) elems[k] = m.stats[k].elems;
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, topo.data));
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, elems.data(), nb, MPI_DOUBLE, MPI_SUM, topo.data));
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, maxs.data(), nb, MPI_DOUBLE, MPI_MAX, topo.data));
+    if (topo.replica != 0) continue;
+    // Parameter statistics per block and sub-layer: Σg², Σw², Σ(Δw)², Σw_before².
+    std::vector<double> gsq(2 * nb, 0), wsq(2 * nb, 0), dsq(2 * nb, 0), bsq(2 * nb, 0);
+    for (const TensorSpec* t : m.tensors) {
+      if (t->block < 0) continue;
+      const int k = t->block - m.range.first, j = t->name.find("/attn/") != std::string::npos ? 0 : 1;
+      const size_t o = t->offset - m.slice_begin;
+      for (size_t i = 0; i < t->size; i++) {
+        const double g = m.grads[o + i], w = m.params[o + i];
+        gsq[2 * k + j] += g * g;
+        wsq[2 * k + j] += w * w;
+        if (!before.empty()) {
+          const double w0 = before[c][o + i];
+          dsq[2 * k + j] += (w - w0) * (w - w0);
+          bsq[2 * k + j] += w0 * w0;
+        }
+      }
+    }
+    const double nan = std::nan("");
+    for (int k = 0; k < nb; k++) {
+      const int l = m.range.first + k;
+      const double* o = sums.data() + size_t(k) * 12;
+      const double n = elems[k];
+      NormFlags nf = norm_flags(mc, l);
+      auto rms = [&](double sq) { return have_acts && n > 0 ? std::sqrt(sq / n) : nan; };
+      auto norm_in = [&](int j) {
+        double w = 0;
+        if (nf.ln_in) w = std::max(w, rms(o[2 + 3 * j]));
+        if (nf.ln_branch) w = std::max(w, rms(o[3 + 3 * j]));
+        if (nf.ln_sum) w = std::max(w, rms(o[4 + 3 * j]));
+        return have_acts ? w : nan;
+      };
+      const double v[14] = {rms(o[0]), rms(o[1]), norm_in(0), norm_in(1), std::sqrt(gsq[2 * k]),
+                            std::sqrt(gsq[2 * k + 1]), std::sqrt(wsq[2 * k]), std::sqrt(wsq[2 * k + 1]),
+                            before.empty() ? nan : std::sqrt(dsq[2 * k] / bsq[2 * k]),
+                            before.empty() ? nan : std::sqrt(dsq[2 * k + 1] / bsq[2 * k + 1]), rms(o[8]), rms(o[9]),
+                            have_acts && o[11] > 0 ? o[10] / o[11] : nan, have_acts ? maxs[k] : nan};
+      for (size_t s = 0; s < S; s++) vals[s * L + l] = v[s];
+    }
+  }
+  std::vector<double> total(topo.rank == 0 ? vals.size() : 0);
+  STRATA_MPI(MPI_Reduce(vals.data(), total.data(), int(vals.size()), MPI_DOUBLE, MPI_SUM, 0, topo.world));
+  return std::vector<float>(total.begin(), total.end());
+}
+
 // STRATA_TEST_FAIL="rank:step" makes that rank throw at that step (the failure test of tests/mpi).
 bool injected_failure(int rank, int64_t step) {
   const char* e = std::getenv("STRATA_TEST_FAIL");
@@ -129,7 +202,7 @@ void allreduce_sum(double* x, size_t n, MPI_Comm comm) {
 // One checkpoint written by every rank at once (parallel HDF5); replica 0 of each stage writes its tensors.
 void save_parallel(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
                    const std::vector<AdamW>& opts, const TrainState& st,
-                   const std::function<void(const std::string&)>& say) {
+                   const std::function<void(const std::string&)>& say, const std::vector<float>* stats_row) {
   std::vector<CheckpointPart> mine;
   if (topo.replica == 0)
     for (size_t c = 0; c < chunks.size(); c++)
@@ -137,7 +210,8 @@ void save_parallel(const Config& cfg, const Topology& topo, const std::vector<st
                       opts[c].v.data()});
   const auto t0 = clock_type::now();
   const std::string path =
-      checkpoint_save_parallel(cfg.checkpoint.dir, topo.world, cfg, chunks[0]->layout, mine, st, cfg.checkpoint.keep);
+      checkpoint_save_parallel(cfg.checkpoint.dir, topo.world, cfg, chunks[0]->layout, mine, st, cfg.checkpoint.keep,
+                               stats_row);
   const double s = std::chrono::duration<double>(clock_type::now() - t0).count();
   char line[512];
   std::snprintf(line, sizeof line, "checkpoint %s (%.1f MB in %.2f s, %.0f MB/s)", path.c_str(),
@@ -298,11 +372,25 @@ double train_run(const Config& cfg, MPI_Comm world) {
     say(str("step ", step, " | val_loss ", val_loss, " (", val_seqs * T, " tokens)"));
     if (lead) metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n" << std::flush;
   };
+  // Per-layer statistics every stats.interval steps into stats.h5 (rank 0 writes); the last row also goes into
+  // every checkpoint. have_row is the same on every rank; last_row holds values on rank 0.
+  std::unique_ptr<StatsWriter> stats_out;
+  const std::string stats_path = cfg.stats.file.empty() ? cfg.checkpoint.dir + "/stats.h5" : cfg.stats.file;
+  if (cfg.stats.interval > 0 && lead) stats_out = std::make_unique<StatsWriter>(stats_path, mc.layers, st.step);
+  std::vector<float> last_row;
+  bool have_row = false;
+  auto write_stats = [&](int64_t step, double loss, double norm, double lr,
+                         const std::vector<std::vector<float>>& before, bool acts) {
+    if (cfg.stats.interval <= 0) return;
+    last_row = stats_row(topo, mc, chunks, before, acts);
+    have_row = true;
+    if (stats_out) stats_out->append(step, loss, norm, lr, last_row);
+  };
   int64_t last_saved = -1;
   auto save = [&]() {
     if (st.step == last_saved) return;
     last_saved = st.step;
-    save_parallel(cfg, topo, chunks, opts, st, say);
+    save_parallel(cfg, topo, chunks, opts, st, say, have_row ? &last_row : nullptr);
   };
 
   install_stop_handlers();
@@ -314,6 +402,11 @@ double train_run(const Config& cfg, MPI_Comm world) {
     const auto t0 = clock_type::now();
     if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");
     for (auto& ch : chunks) ch->zero_grad();
+    const bool collecting = cfg.stats.interval > 0 && (st.step + 1) % cfg.stats.interval == 0;
+    for (auto& ch : chunks) {
+      ch->collect_stats = collecting;
+      if (collecting) ch->reset_stats();
+    }
     // Replica r takes sequences cursor + r·B/D … of the global batch; micro-batch mb the next MB of them.
     const uint64_t first = st.data_cursor + uint64_t(topo.replica) * BD;
     // With more than one micro-batch in the global batch, gradients are summed in float64 (Model::fold_grads).
@@ -349,6 +442,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       }
       const std::string report = str("step ", st.step + 1, ": ", where, " (loss ", loss, ", lr ",
                                      lr_at(tc, st.step) * st.lr_scale, ", norm = ", mc.norm, ")");
+      write_stats(st.step + 1, loss, std::nan(""), lr_at(tc, st.step) * st.lr_scale, {}, collecting);  // first
       if (tc.on_nonfinite == "abort") throw AgreedError(report + "; train.on_nonfinite = abort");
       if (tc.on_nonfinite == "skip") {
         st.skipped_steps++;
@@ -386,9 +480,21 @@ double train_run(const Config& cfg, MPI_Comm world) {
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
     const double lr = lr_at(tc, st.step) * st.lr_scale;
+    std::vector<std::vector<float>> before;
+    std::vector<double> unclipped_sq;
+    if (collecting)
+      for (auto& ch : chunks) before.push_back(ch->params);
+    // Per-layer gradient norms are taken before clipping: keep the unclipped gradients for the row.
+    std::vector<std::vector<float>> raw_grads;
+    if (collecting && norm > tc.grad_clip && tc.grad_clip > 0)
+      for (auto& ch : chunks) raw_grads.push_back(ch->grads);
     for (int c = 0; c < v; c++) {
       grad_clip(chunks[c]->grads, norm, tc.grad_clip);
       opts[c].update(chunks[c]->params.data(), chunks[c]->grads.data(), lr, st.step + 1, tc);
+    }
+    if (collecting) {
+      for (int c = 0; c < int(raw_grads.size()); c++) chunks[c]->grads.swap(raw_grads[c]);
+      write_stats(st.step + 1, loss, norm, lr, before, true);
     }
     st.step++;
     st.data_cursor += uint64_t(B);

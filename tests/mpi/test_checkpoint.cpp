@@ -250,3 +250,45 @@ BOOST_FIXTURE_TEST_CASE(a_nan_in_one_gradient_is_reported_under_every_policy, Fi
     }
   }
 }
+
+BOOST_FIXTURE_TEST_CASE(stats_file_of_a_96_block_run_has_every_dataset_and_plots, Fixture) {
+  std::string c96 = test::read_file(cfg);
+  c96.replace(c96.find("layers = 16"), 11, "layers = 96");
+  std::ofstream(dir + "/c96.toml") << c96;
+  const std::string cfg96 = dir + "/c96.toml", one = dir + "/one", par = dir + "/par";
+  auto r = train(cfg96, 1, 1, one, " --set stats.interval=1 --set train.steps=4");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  // (2,2) to step 3, then resumed from step 2: row 3 is dropped and written again, never twice.
+  r = train(cfg96, 2, 2, par, " --set stats.interval=1 --set train.steps=4 --set checkpoint.interval=2"
+                              " --set train.exit_interval=3");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  fs::remove(par + "/step-00000003.h5");
+  std::ofstream(par + "/latest", std::ios::trunc) << "step-00000002.h5\n";
+  r = train(cfg96, 2, 2, par, " --set stats.interval=1 --set train.steps=4 --set checkpoint.resume=auto");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  const std::string py = std::string(STRATA_PYTHON) + " -c \"import h5py, numpy as np\n"
+      "a=h5py.File('" + one + "/stats.h5'); b=h5py.File('" + par + "/stats.h5')\n"
+      "print('steps', list(a['step'][:]), list(b['step'][:]))\n"
+      "print('blocks', sorted(a['blocks']) == sorted(b['blocks']), len(a['blocks']))\n"
+      "bad=[k for k in a['blocks'] if a['blocks'][k].shape != (4, 96) or b['blocks'][k].shape != (4, 96)]\n"
+      "print('shapes', bad)\n"
+      "print('finite', all(np.isfinite(a['blocks'][k][:]).all() for k in a['blocks']))\n"
+      "d=max(float(np.max(np.abs(a['blocks'][k][:]-b['blocks'][k][:])/(np.abs(a['blocks'][k][:])+1e-12))) for k in a['blocks'])\n"
+      "print('maxrel', d)\"";
+  r = test::run(py);
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  BOOST_TEST(r.out.find("steps [1, 2, 3, 4] [1, 2, 3, 4]") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("blocks True 14") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("shapes []") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("finite True") != std::string::npos, r.out);
+  const double maxrel = std::stod(r.out.substr(r.out.find("maxrel ") + 7));
+  BOOST_TEST(maxrel < 1e-4, "statistics of (2,2) against one process: " << maxrel);
+  r = test::run(std::string(STRATA_PYTHON) + " " + STRATA_SOURCE_DIR + "/tools/plot_stats.py " + par +
+                "/stats.h5 --out " + dir + "/png");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  BOOST_TEST(fs::file_size(dir + "/png/resid_rms.png") > 10000);
+  BOOST_TEST(fs::file_size(dir + "/png/loss.png") > 10000);
+  r = test::run(kBin + " inspect " + par + "/step-00000004.h5");
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("per-layer statistics at step 4") != std::string::npos, r.out.substr(0, 500));
+}
