@@ -60,6 +60,13 @@ template <class T> void scale_copy(T* out, const T* in, T alpha, size_t n, bool 
 // ---- reduce.cpp: deterministic reductions (fixed chunking, independent of thread count) ----
 double sum_squares(const float* x, size_t n);
 
+// ---- stats.cpp: reductions for the per-layer statistics ----
+double stats_sumsq(const float* x, size_t n);                       // Σ x²
+double stats_maxabs(const float* x, size_t n);                      // max |x|
+double stats_sqdiff(const float* a, const float* b, size_t n);      // Σ (a − b)²
+// Σ over rows of −Σ_j p log p, probs [rows, T] of causal attention (row r is query r mod T).
+double attention_entropy(const float* probs, int rows, int T);
+
 // ---- adamw.cpp ----
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay;

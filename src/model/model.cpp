@@ -169,44 +169,24 @@ size_t Model::activation_bytes() const {
   return n;
 }
 
-namespace {
-double sumsq(const float* x, size_t n) {
-  double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
-  for (size_t i = 0; i < n; i++) s += double(x[i]) * x[i];
-  return s;
-}
-double maxabs(const float* x, size_t n) {
-  float m = 0;
-#pragma omp parallel for reduction(max : m) schedule(static)
-  for (size_t i = 0; i < n; i++) m = std::max(m, std::fabs(x[i]));
-  return m;
-}
-}  // namespace
-
 void Model::add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T) {
   BlockStats& st = stats[k];
   const size_t Nd = size_t(B) * T * cfg.d_model, Nm = size_t(B) * T * (attn ? 3 * cfg.d_model : cfg.d_ffn);
   const int j = attn ? 0 : 1;
-  st.branch_sq[j] += sumsq(a.f, Nd);
-  if (nf.ln_in) st.norm_in_sq[j][0] += sumsq(a.x, Nd);
-  if (nf.ln_branch) st.norm_in_sq[j][1] += sumsq(a.f, Nd);
-  if (nf.ln_sum) st.norm_in_sq[j][2] += sumsq(a.s, Nd);
-  double m = std::max({maxabs(a.m1, Nm), maxabs(a.mid, attn ? Nd : Nm), maxabs(a.f, Nd), maxabs(a.y, Nd)});
+  const double fsq = stats_sumsq(a.f, Nd);  // F's output: the branch, and LN_branch's input
+  st.branch_sq[j] += fsq;
+  if (nf.ln_in) st.norm_in_sq[j][0] += stats_sumsq(a.x, Nd);
+  if (nf.ln_branch) st.norm_in_sq[j][1] += fsq;
+  if (nf.ln_sum) st.norm_in_sq[j][2] += stats_sumsq(a.s, Nd);
+  double m = std::max({stats_maxabs(a.m1, Nm), stats_maxabs(a.mid, attn ? Nd : Nm), stats_maxabs(a.f, Nd),
+                       stats_maxabs(a.y, Nd)});
   st.max_abs = std::max(st.max_abs, m);
   if (attn) {
     const int H = cfg.heads;
-    double ent = 0;
-#pragma omp parallel for reduction(+ : ent) schedule(static)
-    for (int r = 0; r < B * H * T; r++) {
-      const float* p = a.probs + size_t(r) * T;
-      for (int c = 0; c <= r % T; c++)
-        if (p[c] > 0) ent -= double(p[c]) * std::log(double(p[c]));
-    }
-    st.entropy += ent;
+    st.entropy += attention_entropy(a.probs, B * H * T, T);
     st.rows += double(B) * H * T;
   } else {
-    st.resid_sq += sumsq(a.y, Nd);
+    st.resid_sq += stats_sumsq(a.y, Nd);
     st.elems += double(Nd);
   }
 }
@@ -362,7 +342,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     SubGrad g = grad_view(o);
     NormFlags nf = norm_flags(cfg, l);
     float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
-    if (collect_stats && !attn) stats[i / 2].resid_grad_sq += sumsq(dcur, size_t(N) * d);  // ∂loss/∂(block output)
+    if (collect_stats && !attn) stats[i / 2].resid_grad_sq += stats_sumsq(dcur, size_t(N) * d);  // ∂loss/∂(block output)
     const SubActs& a = s.acts[i];
     if (defer) {  // the W pass reads ∂/∂f and ∂/∂m1 later: they go to the slot's own buffers
       s.wdf.resize(2 * nblocks());

@@ -113,10 +113,11 @@ int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
 
 // One row of per-layer statistics (stats_names() × L, block-major within a statistic) on world rank 0.
 // Activation sums are added over data replicas; each block's values come from replica 0 of its stage.
-// `before` holds the parameters before this step's update (empty: no update happened, ratios are NaN).
+// `before` holds the parameters before this step's update (empty: no update happened, ratios are NaN);
+// grad_scale is the clipping factor already applied to the gradients (their norms are reported unclipped).
 std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
                              const std::vector<std::unique_ptr<Model>>& chunks,
-                             const std::vector<std::vector<float>>& before, bool have_acts) {
+                             const std::vector<std::vector<float>>& before, bool have_acts, double grad_scale) {
   const int L = mc.layers;
   const size_t S = stats_names().size();
   std::vector<double> vals(S * L, 0.0);
@@ -145,15 +146,11 @@ std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
       if (t->block < 0) continue;
       const int k = t->block - m.range.first, j = t->name.find("/attn/") != std::string::npos ? 0 : 1;
       const size_t o = t->offset - m.slice_begin;
-      for (size_t i = 0; i < t->size; i++) {
-        const double g = m.grads[o + i], w = m.params[o + i];
-        gsq[2 * k + j] += g * g;
-        wsq[2 * k + j] += w * w;
-        if (!before.empty()) {
-          const double w0 = before[c][o + i];
-          dsq[2 * k + j] += (w - w0) * (w - w0);
-          bsq[2 * k + j] += w0 * w0;
-        }
+      gsq[2 * k + j] += cpu::stats_sumsq(m.grads.data() + o, t->size) / (grad_scale * grad_scale);
+      wsq[2 * k + j] += cpu::stats_sumsq(m.params.data() + o, t->size);
+      if (!before.empty()) {
+        dsq[2 * k + j] += cpu::stats_sqdiff(m.params.data() + o, before[c].data() + o, t->size);
+        bsq[2 * k + j] += cpu::stats_sumsq(before[c].data() + o, t->size);
       }
     }
     const double nan = std::nan("");
@@ -380,9 +377,9 @@ double train_run(const Config& cfg, MPI_Comm world) {
   std::vector<float> last_row;
   bool have_row = false;
   auto write_stats = [&](int64_t step, double loss, double norm, double lr,
-                         const std::vector<std::vector<float>>& before, bool acts) {
+                         const std::vector<std::vector<float>>& before, bool acts, double grad_scale) {
     if (cfg.stats.interval <= 0) return;
-    last_row = stats_row(topo, mc, chunks, before, acts);
+    last_row = stats_row(topo, mc, chunks, before, acts, grad_scale);
     have_row = true;
     if (stats_out) stats_out->append(step, loss, norm, lr, last_row);
   };
@@ -442,7 +439,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       }
       const std::string report = str("step ", st.step + 1, ": ", where, " (loss ", loss, ", lr ",
                                      lr_at(tc, st.step) * st.lr_scale, ", norm = ", mc.norm, ")");
-      write_stats(st.step + 1, loss, std::nan(""), lr_at(tc, st.step) * st.lr_scale, {}, collecting);  // first
+      write_stats(st.step + 1, loss, std::nan(""), lr_at(tc, st.step) * st.lr_scale, {}, collecting, 1.0);  // first
       if (tc.on_nonfinite == "abort") throw AgreedError(report + "; train.on_nonfinite = abort");
       if (tc.on_nonfinite == "skip") {
         st.skipped_steps++;
@@ -480,22 +477,15 @@ double train_run(const Config& cfg, MPI_Comm world) {
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
     const double lr = lr_at(tc, st.step) * st.lr_scale;
-    std::vector<std::vector<float>> before;
-    std::vector<double> unclipped_sq;
+    std::vector<std::vector<float>> before;  // for ‖ΔW‖/‖W‖
     if (collecting)
       for (auto& ch : chunks) before.push_back(ch->params);
-    // Per-layer gradient norms are taken before clipping: keep the unclipped gradients for the row.
-    std::vector<std::vector<float>> raw_grads;
-    if (collecting && norm > tc.grad_clip && tc.grad_clip > 0)
-      for (auto& ch : chunks) raw_grads.push_back(ch->grads);
+    double clip_scale = 1.0;
     for (int c = 0; c < v; c++) {
-      grad_clip(chunks[c]->grads, norm, tc.grad_clip);
+      clip_scale = grad_clip(chunks[c]->grads, norm, tc.grad_clip);
       opts[c].update(chunks[c]->params.data(), chunks[c]->grads.data(), lr, st.step + 1, tc);
     }
-    if (collecting) {
-      for (int c = 0; c < int(raw_grads.size()); c++) chunks[c]->grads.swap(raw_grads[c]);
-      write_stats(st.step + 1, loss, norm, lr, before, true);
-    }
+    if (collecting) write_stats(st.step + 1, loss, norm, lr, before, true, clip_scale);
     st.step++;
     st.data_cursor += uint64_t(B);
     st.tokens_seen += uint64_t(B) * T;
