@@ -117,8 +117,15 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
       case Op::backward_input: {
         Live& l = live_.at({a.mb, a.chunk});
         wait_recv(l);
-        m.backward_input(l.slot, dloss_scale, a.op == Op::backward_input);
-        if (fold) m.fold_grads(a.op == Op::backward_input ? Model::Pass::input : Model::Pass::both);
+        // A B whose own W is the very next action (nothing to send in between) runs fused: splitting it would
+        // only cost the W pass its cache (zb-h1's stage 0 defers nothing).
+        const bool fuse = a.op == Op::backward_input && i + 1 < actions_.size() &&
+                          actions_[i + 1].op == Op::backward_weight && actions_[i + 1].mb == a.mb &&
+                          actions_[i + 1].chunk == a.chunk;
+        const bool defer = a.op == Op::backward_input && !fuse;
+        m.backward_input(l.slot, dloss_scale, defer);
+        if (fold) m.fold_grads(defer ? Model::Pass::input : Model::Pass::both);
+        if (fuse) skip_w_ = i + 1;
         break;
       }
       case Op::send_grad: {
@@ -127,6 +134,7 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
         break;
       }
       case Op::backward_weight:
+        if (skip_w_ == i) break;  // done with its B
         m.backward_weight(live_.at({a.mb, a.chunk}).slot);
         if (fold) m.fold_grads(Model::Pass::weight);
         break;

@@ -55,6 +55,7 @@ class PipelineExecutor {
   Transport& tr_;
   std::vector<Action> actions_;
   std::vector<bool> last_touch_;  // action i is the last one of its (micro-batch, chunk)
+  size_t skip_w_ = size_t(-1);    // a W action already run fused with its B
   std::map<Key, Live> live_;
   std::vector<std::pair<Key, Live>> retired_;
   std::vector<int32_t> tok_, tgt_;
