@@ -4,7 +4,7 @@
 // forward: out[B,T,C] =, probs[B,H,T,T] = (upper triangle 0)
 // backward: dqkv[B,T,3C] =
 // Each pair writes disjoint memory, so results do not depend on the thread count.
-#include <cblas.h>
+#include "backend/cpu/blas.hpp"
 
 #include <cmath>
 #include <vector>
@@ -12,17 +12,6 @@
 #include "backend/ops.hpp"
 
 namespace strata::cpu {
-
-namespace {
-inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* C, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, double alpha, const double* A, int lda,
-                 const double* B, int ldb, double beta, double* C, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-}  // namespace
 
 template <class T>
 void attention_forward(T* out, T* probs, const T* qkv, int B, int Tn, int C, int H) {

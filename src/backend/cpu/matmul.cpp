@@ -1,21 +1,10 @@
 // matmul.cpp: dense layers through OpenBLAS. out = in·w + b ; din = dout·wᵀ ; dw += inᵀ·dout ; db += Σ dout.
-#include <cblas.h>
+#include "backend/cpu/blas.hpp"
 
 #include "backend/ops.hpp"
 #include "core/parallel.hpp"
 
 namespace strata::cpu {
-
-namespace {
-inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* C, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-inline void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, double alpha, const double* A, int lda,
-                 const double* B, int ldb, double beta, double* C, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-}  // namespace
 
 template <class T>
 void matmul_forward(T* out, const T* in, const T* w, const T* b, int N, int IC, int OC) {
