@@ -16,11 +16,6 @@ Loader::Loader(std::vector<uint16_t> tokens, int T, uint64_t seed, const std::st
                " tokens, fewer than model.seq_len + 1 = ", T + 1);
 }
 
-void Loader::next_batch(int B, uint64_t& cursor, int32_t* x, int32_t* y) const {
-  fill(cursor, B, x, y);
-  cursor += B;
-}
-
 void Loader::fill(uint64_t first, int n, int32_t* x, int32_t* y) const {
   const uint64_t span = tokens_.size() - T_;  // valid start positions: [0, span)
   for (int b = 0; b < n; b++) {

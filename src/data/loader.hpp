@@ -10,9 +10,7 @@ namespace strata {
 class Loader {
  public:
   Loader(std::vector<uint16_t> tokens, int T, uint64_t seed, const std::string& source);
-  // Fills x[B,T] and y[B,T] (y shifted by one) with sequences cursor … cursor+B−1; advances cursor by B.
-  void next_batch(int B, uint64_t& cursor, int32_t* x, int32_t* y) const;
-  // Fills x[n,T], y[n,T] with training sequences first … first+n−1 (the cursor is not touched).
+  // Fills x[n,T] and y[n,T] (y shifted by one) with training sequences first … first+n−1.
   void fill(uint64_t first, int n, int32_t* x, int32_t* y) const;
   // Contiguous evaluation sequence j: tokens[j·T … j·T+T−1], targets shifted by one.
   void eval_sequence(uint64_t j, int32_t* x, int32_t* y) const;

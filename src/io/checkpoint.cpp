@@ -136,13 +136,6 @@ std::string publish(const std::string& dir, const std::string& tmp, int64_t step
 }
 }  // namespace
 
-std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep) {
-  fs::create_directories(dir);
-  const std::string tmp = dir + "/." + step_name(c.state.step) + ".tmp";
-  checkpoint_write_file(tmp, c);
-  return publish(dir, tmp, c.state.step, keep);
-}
-
 std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, const Config& cfg, const ParamLayout& l,
                                      const std::vector<CheckpointPart>& mine, const TrainState& st, int keep,
                                      const std::vector<float>* stats_row) {

@@ -30,16 +30,14 @@ struct CheckpointView {  // what a save writes (m, v may be null for weights-onl
   TrainState state;
 };
 
-// Writes <dir>/step-<8 digits>.h5, updates <dir>/latest, keeps the newest `keep` (0 = all). Returns the path.
-std::string checkpoint_save(const std::string& dir, const CheckpointView& c, int keep);
-
 // What one rank owns of the model: tensors (global offsets) in buffers starting at global offset `base`.
 struct CheckpointPart {
   const std::vector<const TensorSpec*>* tensors;
   size_t base;
   const float *params, *m, *v;
 };
-// The same file written by every rank of comm at once (collective MPI-IO through parallel HDF5): every rank
+// Writes <dir>/step-<8 digits>.h5, then points <dir>/latest at it and keeps the newest `keep` (0 = all): the
+// file written by every rank of comm at once (collective MPI-IO through parallel HDF5): every rank
 // creates every dataset, the owner of a tensor writes it, the others take part with nothing to write. Parts
 // may be empty on ranks that own nothing (data-parallel replicas other than 0). Returns the path on every rank.
 // stats_row (may be null on every rank alike): the per-layer statistics of this step, stats_names() × L values,

@@ -24,8 +24,6 @@ void AdamW::update(float* params, const float* g, double lr, int64_t step1, cons
   }
 }
 
-double grad_global_norm(const std::vector<float>& g) { return std::sqrt(cpu::sum_squares(g.data(), g.size())); }
-
 float grad_clip(std::vector<float>& g, double norm, double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return 1.0f;
   const float s = float(max_norm / (norm + 1e-6));

@@ -29,8 +29,6 @@ class AdamW {
   std::vector<float> m, v;  // same layout as the parameters
 };
 
-// L2 norm of the whole gradient (deterministic for any thread count).
-double grad_global_norm(const std::vector<float>& g);
 // Scales g so its norm is at most max_norm (0: no clipping). Returns the scale applied.
 float grad_clip(std::vector<float>& g, double norm, double max_norm);
 
