@@ -34,6 +34,12 @@ inline void write_text_shards(const std::string& dir, size_t n = 20000) {
   shard_write(dir + "/val.bin", tok.data() + n * 9 / 10, n - n * 9 / 10);
 }
 
+// mpiexec for the MPI tests: Open MPI as root, oversubscribed on 2 cores, in a container (../shared/ARCHITECTURE.md).
+inline std::string mpirun(const std::string& mpiexec) {
+  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+         "OMPI_MCA_mpi_yield_when_idle=1 " + mpiexec + " --oversubscribe --bind-to none";
+}
+
 struct RunResult {
   int code;
   std::string out;  // stdout and stderr together

@@ -178,21 +178,16 @@ void H5File::read_f64(const std::string& obj, double* data, const std::vector<hs
   read_typed(id_, path_, obj, H5T_NATIVE_DOUBLE, data, dims(obj), expect);
 }
 
-void H5File::write_i64(const std::string& obj, int64_t v) {
+void H5File::write_scalar(const std::string& obj, hid_t file_type, hid_t mem_type, const void* v) {
   Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   Handle p{lcpl(), H5Pclose};
-  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_STD_I64LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
+  Handle d{H5Dcreate2(id_, obj.c_str(), file_type, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
   if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
-  write_raw(d.id, H5T_NATIVE_INT64, &v, rank_ == 0, obj);
+  write_raw(d.id, mem_type, v, rank_ == 0, obj);
 }
 
-void H5File::write_f64(const std::string& obj, double v) {
-  Handle space{H5Screate(H5S_SCALAR), H5Sclose};
-  Handle p{lcpl(), H5Pclose};
-  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F64LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
-  write_raw(d.id, H5T_NATIVE_DOUBLE, &v, rank_ == 0, obj);
-}
+void H5File::write_i64(const std::string& obj, int64_t v) { write_scalar(obj, H5T_STD_I64LE, H5T_NATIVE_INT64, &v); }
+void H5File::write_f64(const std::string& obj, double v) { write_scalar(obj, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v); }
 
 int64_t H5File::read_i64(const std::string& obj) const {
   Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
@@ -210,7 +205,7 @@ hid_t string_type(size_t n) {
   H5Tset_cset(t, H5T_CSET_UTF8);
   return t;
 }
-std::string read_string_of(hid_t obj, hid_t type_src, bool is_attr, const std::string& what, const std::string& path) {
+std::string read_string_of(hid_t type_src, bool is_attr, const std::string& what, const std::string& path) {
   Handle ft{is_attr ? H5Aget_type(type_src) : H5Dget_type(type_src), H5Tclose};
   if (ft.id < 0 || H5Tget_class(ft.id) != H5T_STRING || H5Tis_variable_str(ft.id) > 0)
     fail(path, ": ", what, " is not a fixed-length string");
@@ -220,7 +215,6 @@ std::string read_string_of(hid_t obj, hid_t type_src, bool is_attr, const std::s
   herr_t r = is_attr ? H5Aread(type_src, mt.id, s.data()) : H5Dread(type_src, mt.id, H5S_ALL, H5S_ALL, H5P_DEFAULT, s.data());
   if (r < 0) fail(path, ": reading ", what, " failed");
   s.resize(std::min(s.size(), s.find('\0')));
-  (void)obj;
   return s;
 }
 }  // namespace
@@ -237,7 +231,7 @@ void H5File::write_string(const std::string& obj, const std::string& s) {
 std::string H5File::read_string(const std::string& obj) const {
   Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
   if (d.id < 0) fail(path_, ": dataset ", obj, " is missing");
-  return read_string_of(id_, d.id, false, "dataset " + obj, path_);
+  return read_string_of(d.id, false, "dataset " + obj, path_);
 }
 
 namespace {
@@ -272,7 +266,7 @@ void H5File::attr_f64(const std::string& obj, const std::string& name, double v)
 }
 std::string H5File::attr_string(const std::string& obj, const std::string& name) const {
   Handle a = attr_open(id_, path_, obj, name);
-  return read_string_of(id_, a.id, true, "attribute " + obj + "@" + name, path_);
+  return read_string_of(a.id, true, "attribute " + obj + "@" + name, path_);
 }
 int64_t H5File::attr_i64(const std::string& obj, const std::string& name) const {
   Handle a = attr_open(id_, path_, obj, name);

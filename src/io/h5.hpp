@@ -54,6 +54,7 @@ class H5File {
   H5File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
   // Writes a whole dataset from data where `mine`, or takes part with an empty selection.
   void write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, const std::string& obj);
+  void write_scalar(const std::string& obj, hid_t file_type, hid_t mem_type, const void* v);  // rank 0 writes
   hid_t id_;
   std::string path_;
   hid_t dxpl_ = H5P_DEFAULT;  // collective transfer in parallel files

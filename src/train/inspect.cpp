@@ -39,7 +39,6 @@ void inspect_run(const std::string& path) {
   const hsize_t L = hsize_t(mc.layers);
   std::vector<std::vector<float>> cols(names.size(), std::vector<float>(L));
   for (size_t k = 0; k < names.size(); k++) {
-    std::vector<double> tmp(L);
     f.read_f32("/stats/" + names[k], cols[k].data(), {L});
   }
   std::printf("\nper-layer statistics at step %lld (see stats.h5 for every logged step)\n%5s",

@@ -22,9 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const std::string kBin = STRATA_BIN;
-const std::string kMpirun =
-    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
-    "OMPI_MCA_mpi_yield_when_idle=1 " + std::string(STRATA_MPIEXEC) + " --oversubscribe --bind-to none";
+const std::string kMpirun = test::mpirun(STRATA_MPIEXEC);
 
 ModelConfig model() {
   ModelConfig m;

@@ -20,10 +20,7 @@ namespace bdata = boost::unit_test::data;
 namespace {
 
 const std::string kBin = STRATA_BIN;
-// Open MPI as root, oversubscribed on 2 cores, in a container (see ../shared/ARCHITECTURE.md).
-const std::string kMpirun =
-    "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
-    "OMPI_MCA_mpi_yield_when_idle=1 " + std::string(STRATA_MPIEXEC) + " --oversubscribe --bind-to none";
+const std::string kMpirun = test::mpirun(STRATA_MPIEXEC);
 
 std::string config(const std::string& dir, const std::string& norm) {
   std::string p = dir + "/cfg.toml";
