@@ -38,7 +38,8 @@ def torch_tokens_per_s(cfg, steps, threads, data):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     m, t = cfg["model"], cfg["train"]
-    mc = dict(m, ln_eps=1e-5, activation=m.get("activation", "gelu_tanh"))
+    mc = dict(m, ln_eps=1e-5, activation=m.get("activation", "gelu_tanh"),
+              init_scheme=cfg.get("init", {}).get("scheme", ""))
     P = {k: torch.nn.Parameter(v) for k, v in strata_torch.init_params(mc).items()}
     decay = [p for k, p in P.items() if p.dim() == 2]
     no_decay = [p for k, p in P.items() if p.dim() != 2]

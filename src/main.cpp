@@ -1,7 +1,10 @@
-// main.cpp: the strata command line (train, eval, sample, prepare, inspect); nothing else.
+// main.cpp: the strata command line (train, eval, sample, prepare, schedule, config, inspect); nothing else.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
+#include <sstream>
+#include <toml++/toml.h>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
@@ -100,6 +103,12 @@ int main(int argc, char** argv) {
   sched->add_option("--cost-b", cost_b, "input-gradient time (B)");
   sched->add_option("--cost-w", cost_w, "weight-gradient time (W); a fused backward costs B + W");
 
+  auto* conf = app.add_subcommand("config", "print the resolved config (TOML), or one key's value, and check it");
+  std::string get_key;
+  conf->add_option("--config", config_file, "TOML config file")->required();
+  conf->add_option("--set", sets, "override: section.key=value (repeatable)");
+  conf->add_option("--get", get_key, "print only this key's value (section.key), as launch scripts need it");
+
   auto* inspect = app.add_subcommand("inspect", "print a checkpoint's config, state and tensors");
   std::string inspect_path;
   inspect->add_option("checkpoint", inspect_path, "checkpoint .h5")->required();
@@ -115,6 +124,21 @@ int main(int argc, char** argv) {
       sample_run(sa);
     } else if (*prepare) {
       prepare_text(texts, out_dir, val_fraction);
+    } else if (*conf) {
+      const std::string text = config_to_toml(config_load(config_file, sets));
+      if (get_key.empty()) {
+        std::fputs(text.c_str(), stdout);
+      } else {
+        const toml::table t = toml::parse(text);
+        const toml::node* n = t.at_path(get_key).node();
+        STRATA_CHECK(n && !n->is_table(), config_file, ": key ", get_key, ": no such key (strata config --get)");
+        std::ostringstream os;
+        if (const auto* sv = n->as_string())
+          os << sv->get();
+        else
+          n->visit([&](const auto& v) { os << v; });
+        std::puts(os.str().c_str());
+      }
     } else if (*inspect) {
       inspect_run(inspect_path);
     }

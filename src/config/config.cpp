@@ -24,10 +24,12 @@ void config_visit(C& c, F&& f) {
   f("model", "seq_len", c.model.seq_len);
   f("model", "vocab", c.model.vocab);
   f("model", "norm", c.model.norm);
+  f("model", "mix_post_fraction", c.model.mix_post_fraction);
   f("model", "activation", c.model.activation);
   f("model", "ln_eps", c.model.ln_eps);
   f("model", "init_std", c.model.init_std);
   f("model", "res_post_zero_gain", c.model.res_post_zero_gain);
+  f("init", "scheme", c.model.init_scheme);
   f("train", "steps", c.train.steps);
   f("train", "batch_size", c.train.batch_size);
   f("train", "micro_batch_size", c.train.micro_batch_size);
@@ -187,10 +189,15 @@ Config config_load(const std::string& file, const std::vector<std::string>& over
 }
 
 void model_config_validate(const ModelConfig& m, const std::string& src) {
-  static const std::set<std::string> norms = {"post", "res_post", "pre", "peri", "deepnorm"};
+  static const std::set<std::string> norms = {"post", "res_post", "pre", "peri", "deepnorm", "mix"};
   static const std::set<std::string> acts = {"gelu_tanh", "gelu", "relu"};
+  static const std::set<std::string> schemes = {"", "gpt2", "normal", "xavier", "deepnet"};
   STRATA_CHECK(norms.count(m.norm), src, ": key model.norm = \"", m.norm,
-               "\" is not one of post, res_post, pre, peri, deepnorm");
+               "\" is not one of post, res_post, pre, peri, deepnorm, mix");
+  STRATA_CHECK(m.mix_post_fraction >= 0 && m.mix_post_fraction <= 1, src, ": key model.mix_post_fraction = ",
+               m.mix_post_fraction, " must be in [0, 1]");
+  STRATA_CHECK(schemes.count(m.init_scheme), src, ": key init.scheme = \"", m.init_scheme,
+               "\" is not one of gpt2, normal, xavier, deepnet");
   STRATA_CHECK(acts.count(m.activation), src, ": key model.activation = \"", m.activation,
                "\" is not one of gelu_tanh, gelu, relu");
   STRATA_CHECK(m.layers >= 1, src, ": key model.layers = ", m.layers, " must be >= 1");

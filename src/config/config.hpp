@@ -1,5 +1,6 @@
-// config.hpp: the typed run configuration (one struct per TOML section), loading, --set overrides,
-// validation and the resolved TOML text stored in every checkpoint.
+// config.hpp: the typed run configuration (one struct per TOML section; [init] is read into ModelConfig,
+// whose Model::init uses it), loading, --set overrides, validation and the resolved TOML text stored in
+// every checkpoint.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -14,11 +15,13 @@ struct ModelConfig {
   int d_ffn = 1024;
   int seq_len = 128;
   int vocab = 256;
-  std::string norm = "pre";              // post | res_post | pre | peri | deepnorm
+  std::string norm = "pre";              // post | res_post | pre | peri | deepnorm | mix
+  double mix_post_fraction = 0.25;       // mix: the first ⌊f·L⌋ blocks are post-norm, the rest pre-norm
   std::string activation = "gelu_tanh";  // gelu_tanh | gelu | relu
   double ln_eps = 1e-5;
   double init_std = 0.02;
   bool res_post_zero_gain = false;  // res_post: branch-norm gains start at 0 (every block starts as the identity)
+  std::string init_scheme = "";  // [init] scheme: gpt2 | normal | xavier | deepnet; "": deepnet for deepnorm, else gpt2
 };
 
 struct TrainConfig {

@@ -75,6 +75,7 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
   const ModelConfig& m = cfg.model;
   f.make_group("/model");
   f.attr_string("/model", "norm", m.norm);
+  f.attr_f64("/model", "mix_post_fraction", m.mix_post_fraction);
   f.attr_i64("/model", "layers", m.layers);
   f.attr_i64("/model", "d_model", m.d_model);
   f.attr_i64("/model", "heads", m.heads);
@@ -175,6 +176,7 @@ ModelConfig checkpoint_model_config(const std::string& path) {
   m.seq_len = int(f.attr_i64("/model", "seq_len"));
   m.activation = f.attr_string("/model", "activation");
   m.ln_eps = f.attr_f64("/model", "ln_eps");
+  if (m.norm == "mix") m.mix_post_fraction = f.attr_f64("/model", "mix_post_fraction");  // older files lack it
   model_config_validate(m, path);
   return m;
 }
@@ -191,6 +193,7 @@ void checkpoint_check_model(const std::string& path, const ModelConfig& c, const
     STRATA_CHECK(a == b, path, ": checkpoint has model.", key, " = ", a, " but the run has model.", key, " = ", b);
   };
   same("norm", c.norm, r.norm);
+  if (c.norm == "mix") same("mix_post_fraction", c.mix_post_fraction, r.mix_post_fraction);
   same("layers", c.layers, r.layers);
   same("d_model", c.d_model, r.d_model);
   same("heads", c.heads, r.heads);

@@ -19,13 +19,18 @@ bool ends_with(const std::string& s, const char* suf) {
 }
 }  // namespace
 
-// normal(0, init_std) for weights and embeddings; biases 0; LayerNorm gains 1 (0 for branch norms with
-// model.res_post_zero_gain). w_o and w_f are scaled by 1/√(2L) (GPT-2); for deepnorm instead w_h, w_f, w_o
-// and the v columns of w_qkv are scaled by β = (8L)^(-1/4) (DeepNet).
+// init.scheme ("": deepnet for deepnorm, else gpt2) for the weight matrices:
+//   gpt2:    normal(0, init_std), w_o and w_f scaled by 1/√(2L) (GPT-2);
+//   normal:  normal(0, init_std);
+//   xavier:  normal(0, √(2/(fan_in + fan_out))) per matrix (w_qkv is one [d,3d] matrix, lm_head one [d,V]);
+//   deepnet: xavier, with w_h, w_f, w_o and the v columns of w_qkv scaled by β = (8L)^(-1/4) (DeepNet).
+// Embeddings normal(0, init_std) in every scheme; biases 0; LayerNorm gains 1 (0 for branch norms with
+// model.res_post_zero_gain).
 void Model::init(uint64_t seed) {
-  const bool deep = cfg.norm == "deepnorm";
-  const double depth_scale = 1.0 / std::sqrt(2.0 * cfg.layers);
-  const double beta = std::pow(8.0 * cfg.layers, -0.25);
+  const std::string scheme = !cfg.init_scheme.empty() ? cfg.init_scheme : cfg.norm == "deepnorm" ? "deepnet" : "gpt2";
+  const bool xavier = scheme == "xavier" || scheme == "deepnet";
+  const double out_scale = scheme == "gpt2" ? 1.0 / std::sqrt(2.0 * cfg.layers) : 1.0;
+  const double beta = scheme == "deepnet" ? std::pow(8.0 * cfg.layers, -0.25) : 1.0;
   const int d = cfg.d_model;
   for (const TensorSpec* tp : tensors) {
     const TensorSpec& t = *tp;
@@ -42,15 +47,14 @@ void Model::init(uint64_t seed) {
       continue;
     }
     const uint64_t stream = name_hash(n);
-    double scale = cfg.init_std;
+    double scale = xavier && !ends_with(n, "_embedding") ? std::sqrt(2.0 / (t.shape[0] + t.shape[1])) : cfg.init_std;
     const bool out_proj = ends_with(n, "/w_o") || ends_with(n, "/w_f");
-    if (!deep && out_proj) scale *= depth_scale;
-    if (deep && (out_proj || ends_with(n, "/w_h"))) scale *= beta;
+    if (out_proj) scale *= out_scale;
+    if (out_proj || ends_with(n, "/w_h")) scale *= beta;
     const bool qkv = ends_with(n, "/w_qkv");
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < t.size; i++) {
-      double s = scale;
-      if (deep && qkv && int(i % (3 * d)) >= 2 * d) s *= beta;  // v columns
+      const double s = qkv && int(i % (3 * d)) >= 2 * d ? scale * beta : scale;  // v columns
       p[i] = float(s * rng_normal(seed, stream, i));
     }
   }

@@ -6,7 +6,7 @@
 
 namespace strata {
 
-NormFlags norm_flags(const ModelConfig& m, int /*block*/) {
+NormFlags norm_flags(const ModelConfig& m, int block) {
   NormFlags f;
   if (m.norm == "post") {
     f.ln_sum = true;
@@ -19,11 +19,19 @@ NormFlags norm_flags(const ModelConfig& m, int /*block*/) {
   } else if (m.norm == "deepnorm") {
     f.ln_sum = true;
     f.alpha = float(std::pow(2.0 * m.layers, 0.25));
+  } else if (m.norm == "mix") {
+    f.ln_sum = block < mix_post_blocks(m);
+    f.ln_in = !f.ln_sum;
   }
   return f;
 }
 
-bool has_final_norm(const ModelConfig& m) { return m.norm == "pre" || m.norm == "res_post" || m.norm == "peri"; }
+bool has_final_norm(const ModelConfig& m) {
+  return m.norm == "pre" || m.norm == "res_post" || m.norm == "peri" || m.norm == "mix";
+}
+
+// The 1e-9 keeps a fraction typed in decimal exact: 0.29 · 100 is 28.999999999999996 in binary.
+int mix_post_blocks(const ModelConfig& m) { return int(std::floor(m.mix_post_fraction * m.layers + 1e-9)); }
 
 const TensorSpec* ParamLayout::find(const std::string& name) const {
   for (auto& t : tensors)

@@ -14,13 +14,15 @@ constexpr size_t kAbsent = size_t(-1);
 
 // Where LayerNorm sits around one sub-layer F:  u = LN_in(x)?  f = F(u)  g = LN_branch(f)?
 // s = α·x + g  y = LN_sum(s)?   (post: ln_sum; res_post: ln_branch; pre: ln_in; peri: ln_in + ln_branch;
-// deepnorm: ln_sum with α = (2L)^¼). ln_branch and ln_sum are stored as "ln_out".
+// deepnorm: ln_sum with α = (2L)^¼; mix: post in the first mix_post_blocks, pre in the rest). ln_branch and
+// ln_sum are stored as "ln_out".
 struct NormFlags {
   bool ln_in = false, ln_branch = false, ln_sum = false;
   float alpha = 1.0f;
 };
 NormFlags norm_flags(const ModelConfig& m, int block);
 bool has_final_norm(const ModelConfig& m);
+int mix_post_blocks(const ModelConfig& m);  // ⌊mix_post_fraction · L⌋ (Mix-LN, Li et al. 2025)
 
 struct TensorSpec {
   std::string name;         // path below /model, e.g. "blocks/003/attn/w_qkv"

@@ -1,6 +1,8 @@
 // topology.cpp: communicator splitting for the pipeline × data grid.
 #include "parallel/topology.hpp"
 
+#include <cstdlib>
+
 #include "core/error.hpp"
 
 namespace strata {
@@ -28,6 +30,16 @@ Topology topology_build(MPI_Comm world, int P, int D) {
   int len = 0;
   MPI_Get_processor_name(host, &len);
   t.host.assign(host, len);
+  MPI_Comm node;
+  STRATA_MPI(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, t.rank, MPI_INFO_NULL, &node));
+  STRATA_MPI(MPI_Comm_rank(node, &t.local_rank));
+  STRATA_MPI(MPI_Comm_size(node, &t.local_size));
+  MPI_Comm_free(&node);
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"})
+    if (const char* v = std::getenv(var); v && *v) {
+      t.local_rank = std::atoi(v);
+      break;
+    }
   return t;
 }
 

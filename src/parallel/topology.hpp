@@ -23,6 +23,9 @@ struct Topology {
   MPI_Comm pipe = MPI_COMM_NULL;    // the P ranks of this replica's pipeline (rank in it = stage)
   MPI_Comm data = MPI_COMM_NULL;    // the D replicas of this stage (rank in it = replica)
   std::string host;
+  // Index of this rank among the ranks on its host: OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID where the
+  // launcher sets one, else the rank in MPI's shared-memory communicator. A GPU rank takes device local_rank.
+  int local_rank = 0, local_size = 1;
 };
 
 // Validates P·D = world size (an error naming all three) and splits the communicators.

@@ -25,6 +25,7 @@
 #include "parallel/topology.hpp"
 #include "train/commands.hpp"
 #include "train/peak.hpp"
+#include "train/runinfo.hpp"
 
 namespace fs = std::filesystem;
 
@@ -310,19 +311,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
     for (auto& ch : chunks) ch->init(uint64_t(tc.seed));
   }
 
-  {  // <dir>/ranks.txt: "rank stage replica host pid" per rank, to find (and signal) a rank of this run.
-    char line[256];
-    std::snprintf(line, sizeof line, "%d %d %d %s %d\n", topo.rank, topo.stage, topo.replica, topo.host.c_str(),
-                  int(getpid()));
-    std::vector<char> all(lead ? 256 * topo.size : 0);
-    STRATA_MPI(MPI_Gather(line, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, 0, topo.world));
-    if (lead) {
-      fs::create_directories(cfg.checkpoint.dir);
-      std::ofstream out(cfg.checkpoint.dir + "/ranks.txt", std::ios::trunc);
-      for (int r = 0; r < topo.size; r++) out << all.data() + 256 * r;
-    }
-    STRATA_MPI(MPI_Barrier(topo.world));
-  }
+  run_info_write(cfg, topo, threads, resume_from, st.step);
   std::ofstream metrics;
   if (lead) {
     fs::create_directories(cfg.checkpoint.dir);

@@ -91,6 +91,7 @@ BOOST_FIXTURE_TEST_CASE(checkpoint_mismatches_are_refused_and_nothing_is_overwri
   const std::string ckpt = ck + "/step-00000003.h5";
   const std::string before = test::read_file(ckpt), latest = test::read_file(ck + "/latest");
   const std::string metrics = test::read_file(ck + "/metrics.jsonl"), ranks = test::read_file(ck + "/ranks.txt");
+  const std::string run = test::read_file(ck + "/run.json"), conf = test::read_file(ck + "/config.toml");
   expect_error("train --config " + ok + " --set checkpoint.resume=auto --set model.norm=post --set train.steps=5",
                {"step-00000003.h5", "model.norm = pre", "model.norm = post"});
   expect_error("train --config " + ok + " --set checkpoint.resume=auto --set model.seq_len=32 --set train.steps=5",
@@ -103,9 +104,25 @@ BOOST_FIXTURE_TEST_CASE(checkpoint_mismatches_are_refused_and_nothing_is_overwri
   BOOST_TEST(test::read_file(ck + "/latest") == latest);
   BOOST_TEST(test::read_file(ck + "/metrics.jsonl") == metrics);
   BOOST_TEST(test::read_file(ck + "/ranks.txt") == ranks);
+  BOOST_TEST(test::read_file(ck + "/run.json") == run);
+  BOOST_TEST(test::read_file(ck + "/config.toml") == conf);
   int files = 0;
   for (auto& e : fs::directory_iterator(ck)) files += e.is_regular_file();
-  BOOST_TEST(files == 4);  // step-00000003.h5, latest, metrics.jsonl, ranks.txt
+  BOOST_TEST(files == 7);  // step-00000003.h5, latest, metrics.jsonl, ranks.txt, run.json, runs.jsonl, config.toml
+}
+
+BOOST_FIXTURE_TEST_CASE(config_prints_the_resolved_config_and_single_keys, Fixture) {
+  const std::string ok = write(dir + "/ok.toml", config_text(dir, dir + "/ck"));
+  auto r = test::run(kBin + " config --config " + ok + " --set parallel.pipeline=4 --get parallel.pipeline");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  BOOST_TEST(r.out == "4\n");
+  r = test::run(kBin + " config --config " + ok + " --get checkpoint.dir");
+  BOOST_TEST(r.out == dir + "/ck\n");
+  r = test::run(kBin + " config --config " + ok + " --set model.norm=post");
+  BOOST_TEST(r.code == 0);
+  BOOST_TEST(r.out.find("norm = \"post\"") != std::string::npos, r.out);
+  expect_error("config --config " + ok + " --get model.nothing", {"model.nothing", "no such key"});
+  expect_error("config --config " + ok + " --set model.heads=3", {"model.heads = 3"});
 }
 
 BOOST_FIXTURE_TEST_CASE(prepare_eval_sample_inspect_end_to_end, Fixture) {

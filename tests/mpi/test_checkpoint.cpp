@@ -138,9 +138,9 @@ BOOST_FIXTURE_TEST_CASE(kill_9_during_a_write_leaves_the_previous_checkpoint, Fi
     BOOST_TEST_REQUIRE(seen, "the step-6 write never started");
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     std::istringstream ranks(test::read_file(out + "/ranks.txt"));
-    int rank, stage, replica, pid;
+    int rank, stage, replica, local_rank, pid;
     std::string host;
-    while (ranks >> rank >> stage >> replica >> host >> pid)
+    while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
       if (rank == 1) kill(pid, SIGKILL);
     for (int i = 0; i < 3000 && !fs::exists(out + "/rc"); i++)  // mpirun ends the job: every rank is gone
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -209,9 +209,9 @@ BOOST_FIXTURE_TEST_CASE(sigusr1_to_one_rank_saves_everywhere_and_exits_0, Fixtur
   for (int i = 0; i < 6000 && loss_records(out + "/metrics.jsonl").size() < 3; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   std::istringstream ranks(test::read_file(out + "/ranks.txt"));
-  int rank, stage, replica, pid;
+  int rank, stage, replica, local_rank, pid;
   std::string host;
-  while (ranks >> rank >> stage >> replica >> host >> pid)
+  while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
     if (rank == 3) kill(pid, SIGUSR1);
   for (int i = 0; i < 6000 && !fs::exists(out + "/rc"); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   BOOST_TEST(test::read_file(out + "/rc") == "0\n", test::read_file(out + "/log"));

@@ -8,7 +8,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-PLACEMENTS = ("post", "res_post", "pre", "peri", "deepnorm")
+PLACEMENTS = ("post", "res_post", "pre", "peri", "deepnorm", "mix")
+
+
+def mix_post_blocks(cfg):
+    """Post-norm blocks of mix: floor(f * L), with Strata's 1e-9 so that 0.29 * 100 gives 29."""
+    return math.floor(cfg.get("mix_post_fraction", 0.25) * cfg["layers"] + 1e-9)
 
 
 def norm_flags(cfg, block):
@@ -24,11 +29,14 @@ def norm_flags(cfg, block):
         return True, True, False, 1.0
     if n == "deepnorm":
         return False, False, True, (2.0 * cfg["layers"]) ** 0.25
+    if n == "mix":
+        post = block < mix_post_blocks(cfg)
+        return not post, False, post, 1.0
     raise ValueError(f"unknown norm {n}")
 
 
 def has_final_norm(cfg):
-    return cfg["norm"] in ("pre", "res_post", "peri")
+    return cfg["norm"] in ("pre", "res_post", "peri", "mix")
 
 
 def param_shapes(cfg):
@@ -109,11 +117,17 @@ def forward(cfg, P, tokens, targets):
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def init_scheme(cfg):
+    """init.scheme, "" resolved as Strata does: deepnet for deepnorm, else gpt2."""
+    return cfg.get("init_scheme", "") or ("deepnet" if cfg["norm"] == "deepnorm" else "gpt2")
+
+
 def init_params(cfg, generator=None, dtype=torch.float32):
-    """Strata's default init in distribution (normal 0.02; w_o, w_f / sqrt(2L); deepnorm: beta on w_h, w_f, w_o, v)."""
+    """Strata's init in distribution (src/model/init.cpp): embeddings normal(init_std); matrices normal(init_std)
+    (gpt2: w_o, w_f / sqrt(2L)) or Xavier-normal (deepnet: beta on w_h, w_f, w_o and the v columns of w_qkv)."""
     L, d = cfg["layers"], cfg["d_model"]
-    beta = (8.0 * L) ** -0.25
-    deep = cfg["norm"] == "deepnorm"
+    scheme = init_scheme(cfg)
+    beta = (8.0 * L) ** -0.25 if scheme == "deepnet" else 1.0
     P = {}
     for name, shape in param_shapes(cfg).items():
         if name.endswith("/gain"):
@@ -121,13 +135,15 @@ def init_params(cfg, generator=None, dtype=torch.float32):
         elif len(shape) == 1:
             t = torch.zeros(shape, dtype=dtype)
         else:
-            t = torch.randn(shape, generator=generator, dtype=dtype) * 0.02
+            xavier = scheme in ("xavier", "deepnet") and not name.endswith("_embedding")
+            std = math.sqrt(2.0 / (shape[0] + shape[1])) if xavier else cfg.get("init_std", 0.02)
+            t = torch.randn(shape, generator=generator, dtype=dtype) * std
             out_proj = name.endswith("/w_o") or name.endswith("/w_f")
-            if out_proj and not deep:
+            if out_proj and scheme == "gpt2":
                 t /= math.sqrt(2 * L)
-            if deep and (out_proj or name.endswith("/w_h")):
+            if out_proj or name.endswith("/w_h"):
                 t *= beta
-            if deep and name.endswith("/w_qkv"):
+            if name.endswith("/w_qkv"):
                 t[:, 2 * d:] *= beta
         P[name] = t
     return P

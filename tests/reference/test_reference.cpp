@@ -1,12 +1,13 @@
-// test_reference.cpp: for every norm placement (and each activation), the loss and every parameter
-// gradient of Strata's float32 model against the float64 PyTorch reference (torch_ref.py) on the same
-// HDF5 weights: loss within 1e-5 relative, each gradient within 1e-4 as ‖ours − ref‖/‖ref‖.
+// test_reference.cpp: for every norm placement (and each activation and init scheme), the loss and every
+// parameter gradient of Strata's float32 model against the float64 PyTorch reference (torch_ref.py) on the
+// same HDF5 weights: loss within 1e-5 relative, each gradient within 1e-4 as ‖ours − ref‖/‖ref‖.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE reference
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <random>
+#include <sstream>
 
 #include "io/checkpoint.hpp"
 #include "io/h5.hpp"
@@ -20,18 +21,34 @@ namespace {
 
 struct Case {
   std::string norm, activation;
+  int layers = 3;
+  double mix_post_fraction = 0.25;
+  std::string init;  // init.scheme; a case naming one keeps its initial weights, the others move the 1-D ones
+  std::string name() const {
+    std::ostringstream os;
+    os << norm << "_" << activation << "_L" << layers;
+    if (norm == "mix") os << "_f" << mix_post_fraction;
+    if (!init.empty()) os << "_" << init;
+    return os.str();
+  }
 };
-std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.norm << "/" << c.activation; }
+std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name(); }
 
-const std::vector<Case> kCases = {{"post", "gelu_tanh"},     {"res_post", "gelu_tanh"}, {"pre", "gelu_tanh"},
-                                  {"peri", "gelu_tanh"},     {"deepnorm", "gelu_tanh"}, {"pre", "gelu"},
-                                  {"post", "relu"}};
+const std::vector<Case> kCases = {
+    {"post", "gelu_tanh"}, {"res_post", "gelu_tanh"}, {"pre", "gelu_tanh"}, {"peri", "gelu_tanh"},
+    {"deepnorm", "gelu_tanh"}, {"pre", "gelu"}, {"post", "relu"},
+    // mix at L = 4: 1 post-norm block (the default f = 0.25), then 2
+    {"mix", "gelu_tanh", 4, 0.25}, {"mix", "gelu_tanh", 4, 0.5},
+    // each init scheme's own initial weights
+    {"pre", "gelu_tanh", 3, 0.25, "gpt2"}, {"post", "gelu_tanh", 3, 0.25, "normal"},
+    {"mix", "gelu_tanh", 4, 0.5, "xavier"}, {"deepnorm", "gelu_tanh", 3, 0.25, "deepnet"},
+    {"pre", "gelu_tanh", 3, 0.25, "deepnet"}};
 
 }  // namespace
 
 BOOST_DATA_TEST_CASE(loss_and_gradients_match_pytorch_float64, bdata::make(kCases), c) {
   Config cfg;
-  cfg.model.layers = 3;
+  cfg.model.layers = c.layers;
   cfg.model.d_model = 16;
   cfg.model.heads = 2;
   cfg.model.d_ffn = 24;
@@ -39,13 +56,15 @@ BOOST_DATA_TEST_CASE(loss_and_gradients_match_pytorch_float64, bdata::make(kCase
   cfg.model.vocab = 256;
   cfg.model.norm = c.norm;
   cfg.model.activation = c.activation;
+  cfg.model.mix_post_fraction = c.mix_post_fraction;
+  cfg.model.init_scheme = c.init;
   Model model(cfg.model);
   model.init(7);
   // Move every LayerNorm gain and bias and every linear bias away from 1 and 0 so their gradients matter.
   std::mt19937_64 g(11);
   std::normal_distribution<float> nd(0.0f, 0.2f);
   for (const TensorSpec& t : model.layout.tensors)
-    if (t.shape.size() == 1)
+    if (t.shape.size() == 1 && c.init.empty())
       for (size_t i = 0; i < t.size; i++) model.params[t.offset + i] += nd(g);
   const int B = 3, T = 8;
   std::vector<int32_t> x(B * T), y(B * T);
@@ -55,7 +74,7 @@ BOOST_DATA_TEST_CASE(loss_and_gradients_match_pytorch_float64, bdata::make(kCase
   const float loss = model.forward(x.data(), y.data(), B, T);
   model.backward(x.data(), y.data(), B, T, 1.0f / (B * T));
 
-  const std::string dir = test::fresh_dir("reference_" + c.norm + "_" + c.activation);
+  const std::string dir = test::fresh_dir("reference_" + c.name());
   CheckpointView cv{&cfg, &model.layout, model.params.data(), nullptr, nullptr, {}};
   checkpoint_write_file(dir + "/ckpt.h5", cv);
   {

@@ -23,6 +23,18 @@ BOOST_AUTO_TEST_CASE(overrides_apply_in_order_and_round_trip) {
   BOOST_TEST(back.model.ln_eps == 1e-5);
 }
 
+BOOST_AUTO_TEST_CASE(init_section_and_mix_round_trip) {
+  Config c = config_parse("[model]\nnorm = \"mix\"\nmix_post_fraction = 0.5\n[init]\nscheme = \"xavier\"\n", "t.toml",
+                          {"init.scheme=deepnet"});
+  BOOST_TEST(c.model.norm == "mix");
+  BOOST_TEST(c.model.mix_post_fraction == 0.5);
+  BOOST_TEST(c.model.init_scheme == "deepnet");
+  const std::string text = config_to_toml(c);
+  BOOST_TEST(text.find("[init]\nscheme = \"deepnet\"\n") != std::string::npos, text);
+  BOOST_TEST(config_to_toml(config_parse(text, "resolved")) == text);
+  BOOST_TEST(config_parse("", "t.toml").model.init_scheme == "");
+}
+
 BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
   auto msg = [](const std::string& text, std::vector<std::string> ov = {}) {
     try {
@@ -38,4 +50,12 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
              "x.toml: train.batch_size = 8 is not divisible by train.micro_batch_size = 3");
   BOOST_TEST(msg("", {"model"}) == "x.toml: --set 'model' is not of the form section.key=value");
   BOOST_TEST(msg("", {"train.lr=-1"}).find("train.lr = -1") != std::string::npos);
+  BOOST_TEST(msg("[model]\nmix_post_fraction = 1.5\n") ==
+             "x.toml: key model.mix_post_fraction = 1.5 must be in [0, 1]");
+  BOOST_TEST(msg("", {"model.mix_post_fraction=-0.25"}) ==
+             "x.toml: key model.mix_post_fraction = -0.25 must be in [0, 1]");
+  BOOST_TEST(msg("[init]\nscheme = \"kaiming\"\n") ==
+             "x.toml: key init.scheme = \"kaiming\" is not one of gpt2, normal, xavier, deepnet");
+  BOOST_TEST(msg("", {"model.norm=sandwich"}) ==
+             "x.toml: key model.norm = \"sandwich\" is not one of post, res_post, pre, peri, deepnorm, mix");
 }

@@ -1,5 +1,5 @@
 // test_stage.cpp: the model split into stages and the backward split into B and W passes give the same bits as
-// the whole model's fused backward, for every placement; slots keep micro-batches apart.
+// the whole model's fused backward, for every placement; mix's per-block layout; slots keep micro-batches apart.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE stage
 #include <boost/test/data/test_case.hpp>
@@ -30,7 +30,7 @@ std::vector<int32_t> tokens(int n, int seed) {
 }  // namespace
 
 BOOST_DATA_TEST_CASE(split_stages_and_deferred_weights_equal_the_whole_model,
-                     bdata::make({"post", "res_post", "pre", "peri", "deepnorm"}), norm) {
+                     bdata::make({"post", "res_post", "pre", "peri", "deepnorm", "mix"}), norm) {
   const ModelConfig m = cfg(norm);
   const int B = 2, T = 8, N = B * T;
   auto xa = tokens(N, 1), ya = tokens(N, 2), xb = tokens(N, 3), yb = tokens(N, 4);
@@ -85,6 +85,38 @@ BOOST_DATA_TEST_CASE(split_stages_and_deferred_weights_equal_the_whole_model,
   double sq = 0;
   for (float g : whole.grads) sq += double(g) * g;
   BOOST_TEST(sq > 1e-6);
+}
+
+BOOST_AUTO_TEST_CASE(mix_has_post_blocks_then_pre_blocks_and_a_final_norm) {
+  ModelConfig m = cfg("mix");
+  m.layers = 8;
+  auto names = [](const ModelConfig& c) {
+    std::vector<std::string> n;
+    for (const TensorSpec& t : layout_build(c).tensors) n.push_back(t.name);
+    return n;
+  };
+  const ParamLayout l = layout_build(m);
+  BOOST_TEST(mix_post_blocks(m) == 2);
+  for (int b = 0; b < 8; b++) {
+    const bool post = b < 2;
+    BOOST_TEST((l.attn[b].ln_out_g != kAbsent) == post);
+    BOOST_TEST((l.ffn[b].ln_out_g != kAbsent) == post);
+    BOOST_TEST((l.attn[b].ln_in_g != kAbsent) == !post);
+    BOOST_TEST((l.ffn[b].ln_in_g != kAbsent) == !post);
+    BOOST_TEST(norm_flags(m, b).alpha == 1.0f);
+  }
+  BOOST_TEST(l.final_norm_g != kAbsent);
+  // f = 0 is pre's layout, f = 1 post's plus the final norm; ⌊f·L⌋ of a decimal f is exact.
+  ModelConfig pre = cfg("pre"), post = cfg("post");
+  pre.layers = post.layers = m.layers;
+  m.mix_post_fraction = 0;
+  BOOST_TEST((names(m) == names(pre)));
+  m.mix_post_fraction = 1;
+  std::vector<std::string> want = names(post);
+  want.insert(want.end() - 1, {"final_norm/gain", "final_norm/bias"});
+  BOOST_TEST((names(m) == want));
+  m.mix_post_fraction = 0.29, m.layers = 100;
+  BOOST_TEST(mix_post_blocks(m) == 29);
 }
 
 BOOST_AUTO_TEST_CASE(slots_are_reused_after_release_and_counted) {
