@@ -46,7 +46,8 @@ cells() {
   grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$1" | while read -r name rest; do
     if [ $QUICK = 1 ]; then
       rest=$(echo "$rest" | awk -v q=$quick_steps -v f=$full_steps '{
-        for (i = 1; i <= NF; i++) if ($i ~ /^train\.warmup_steps=/) { split($i, a, "="); $i = a[1] "=" int(a[2] * q / f) }
+        for (i = 1; i <= NF; i++) if ($i ~ /^train\.(warmup_steps|steps)=/ && $i != "train.steps=1") {
+          split($i, a, "="); $i = a[1] "=" int(a[2] * q / f) }
         print }')
       [[ "$rest" == *train.steps=* ]] || rest="$rest train.steps=$quick_steps"
       [[ "$rest" == *train.warmup_steps=* ]] || rest="$rest train.warmup_steps=$((base_warmup * quick_steps / full_steps))"
