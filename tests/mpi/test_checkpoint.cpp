@@ -68,6 +68,15 @@ std::vector<std::string> loss_records(const std::string& metrics) {
   return out;
 }
 
+// Sends sig to `rank` of the run whose ranks.txt ("rank stage replica host local_rank pid") is in out.
+void signal_rank(const std::string& out, int which, int sig) {
+  std::istringstream ranks(test::read_file(out + "/ranks.txt"));
+  int rank, stage, replica, local_rank, pid;
+  std::string host;
+  while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
+    if (rank == which) kill(pid, sig);
+}
+
 struct Fixture {
   std::string dir = test::fresh_dir("checkpoint_" +
                                     std::string(boost::unit_test::framework::current_test_case().p_name));
@@ -137,11 +146,7 @@ BOOST_FIXTURE_TEST_CASE(kill_9_during_a_write_leaves_the_previous_checkpoint, Fi
     }
     BOOST_TEST_REQUIRE(seen, "the step-6 write never started");
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-    std::istringstream ranks(test::read_file(out + "/ranks.txt"));
-    int rank, stage, replica, local_rank, pid;
-    std::string host;
-    while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
-      if (rank == 1) kill(pid, SIGKILL);
+    signal_rank(out, 1, SIGKILL);
     for (int i = 0; i < 3000 && !fs::exists(out + "/rc"); i++)  // mpirun ends the job: every rank is gone
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     BOOST_TEST(test::read_file(out + "/rc") != "0\n", "the killed job must fail");
@@ -208,11 +213,7 @@ BOOST_FIXTURE_TEST_CASE(sigusr1_to_one_rank_saves_everywhere_and_exits_0, Fixtur
   BOOST_TEST_REQUIRE(std::system(("(" + cmd + ") &").c_str()) == 0);
   for (int i = 0; i < 6000 && loss_records(out + "/metrics.jsonl").size() < 3; i++)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  std::istringstream ranks(test::read_file(out + "/ranks.txt"));
-  int rank, stage, replica, local_rank, pid;
-  std::string host;
-  while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
-    if (rank == 3) kill(pid, SIGUSR1);
+  signal_rank(out, 3, SIGUSR1);
   for (int i = 0; i < 6000 && !fs::exists(out + "/rc"); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   BOOST_TEST(test::read_file(out + "/rc") == "0\n", test::read_file(out + "/log"));
   const std::string log = test::read_file(out + "/log");
@@ -316,11 +317,7 @@ BOOST_FIXTURE_TEST_CASE(stats_file_survives_kill_9_of_its_writer_and_resumes_wit
     const size_t want = size_t(logged_before + 3 + 2 * round);  // a different point of the run each round
     for (int i = 0; i < 6000 && loss_records(out + "/metrics.jsonl").size() < want; i++)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    std::istringstream ranks(test::read_file(out + "/ranks.txt"));
-    int rank, stage, replica, local_rank, pid;
-    std::string host;
-    while (ranks >> rank >> stage >> replica >> host >> local_rank >> pid)
-      if (rank == 0) kill(pid, SIGKILL);
+    signal_rank(out, 0, SIGKILL);
     for (int i = 0; i < 3000 && !fs::exists(out + "/rc"); i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     BOOST_TEST_REQUIRE(test::read_file(out + "/rc") != "0\n", "the killed job must fail");
     const auto logged = loss_records(out + "/metrics.jsonl");
