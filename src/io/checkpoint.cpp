@@ -51,6 +51,11 @@ std::string step_name(int64_t step) {
   return b;
 }
 
+// "blocks/012/ffn/w_h" -> "blocks/ffn/w_h"; tensors outside the blocks keep their name.
+std::string stack_key(const TensorSpec& t) {
+  return t.block < 0 ? t.name : "blocks/" + t.name.substr(t.name.find('/', 7) + 1);
+}
+
 // (step, path) of every complete step-*.h5 in dir, oldest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> out;
@@ -62,6 +67,26 @@ std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string&
     if (std::regex_match(n, m, re)) out.emplace_back(std::stoll(m[1]), e.path().string());
   }
   std::sort(out.begin(), out.end());
+  return out;
+}
+
+// The datasets of a layout: each block tensor's stack over the blocks that have it, in block order (every
+// block but the mix placement's, whose first blocks have ln_out where the rest have ln_in), and each other
+// tensor alone; in the order of first appearance in the layout.
+struct Stack {
+  std::string key;
+  std::vector<const TensorSpec*> rows;
+  std::vector<int64_t> blocks;
+};
+std::vector<Stack> stacks_of(const ParamLayout& l) {
+  std::vector<Stack> out;
+  std::map<std::string, size_t> at;
+  for (const TensorSpec& t : l.tensors) {
+    auto [it, fresh] = at.emplace(stack_key(t), out.size());
+    if (fresh) out.push_back({it->first, {}, {}});
+    out[it->second].rows.push_back(&t);
+    out[it->second].blocks.push_back(t.block);
+  }
   return out;
 }
 
@@ -88,12 +113,31 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
   // STRATA_TEST_SAVE_DELAY_MS stretches the write (the kill -9 tests need time to hit it mid-file).
   const char* delay = std::getenv("STRATA_TEST_SAVE_DELAY_MS");
   const int delay_ms = delay ? std::atoi(delay) : 0;
-  for (const TensorSpec& t : l.tensors) {
-    if (delay_ms > 0 && t.block >= 0 && t.name.find("/attn/w_qkv") != std::string::npos) usleep(delay_ms * 1000);
-    const char* prefix[3] = {"/model/", "/optimizer/m/", "/optimizer/v/"};
+  f.attr_i64("/", "strata_checkpoint_format", kCheckpointFormat);
+  const char* prefix[3] = {"/model/", "/optimizer/m/", "/optimizer/v/"};
+  std::vector<float> rows_buf;
+  for (const Stack& s : stacks_of(l)) {
+    const TensorSpec& t0 = *s.rows[0];
     for (int k = 0; k < (moments ? 3 : 1); k++) {
-      const float* p = src(t, k);
-      f.write_f32(prefix[k] + t.name, p ? p : &dummy, hdims(t), p != nullptr);
+      const std::string obj = prefix[k] + s.key;
+      if (t0.block < 0) {  // embeddings, final norm, head: one dataset each
+        const float* p = src(t0, k);
+        f.write_f32(obj, p ? p : &dummy, hdims(t0), p != nullptr);
+        continue;
+      }
+      // Block tensors: one dataset [rows, shape…] per kind, row i = block s.blocks[i]; this writer's rows.
+      std::vector<hsize_t> dims = hdims(t0), rows;
+      dims.insert(dims.begin(), hsize_t(s.rows.size()));
+      rows_buf.resize(s.rows.size() * t0.size);
+      for (size_t i = 0; i < s.rows.size(); i++) {
+        const float* p = src(*s.rows[i], k);
+        if (!p) continue;
+        if (delay_ms > 0 && k == 0 && s.key == "blocks/attn/w_qkv") usleep(delay_ms * 1000);
+        std::copy(p, p + t0.size, rows_buf.begin() + rows.size() * t0.size);
+        rows.push_back(i);
+      }
+      f.write_f32_rows(obj, rows_buf.data(), dims, rows);
+      f.attr_i64s(obj, "blocks", s.blocks);
     }
   }
   f.write_i64("/state/step", st.step);
@@ -214,12 +258,31 @@ void checkpoint_load(const std::string& path, const ParamLayout& l, float* param
 void checkpoint_load(const std::string& path, const std::vector<const TensorSpec*>& tensors, size_t base,
                      float* params, float* m, float* v, TrainState* st) {
   H5File f = H5File::open(path);
+  // Format 2 stacks each block tensor over the blocks ([rows, shape…], @blocks names each row's block);
+  // files without the format attribute (written before it) hold one dataset per tensor.
+  const bool stacked = f.has_attr("/", "strata_checkpoint_format");
+  if (stacked && f.attr_i64("/", "strata_checkpoint_format") != kCheckpointFormat)
+    fail(path, ": checkpoint format ", f.attr_i64("/", "strata_checkpoint_format"), " is not the ", kCheckpointFormat,
+         " this build reads");
+  std::map<std::string, std::vector<int64_t>> row_blocks;  // stacked dataset -> its @blocks
+  auto read = [&](const std::string& prefix, const TensorSpec& t, float* dst) {
+    if (!stacked || t.block < 0) return f.read_f32(prefix + (stacked ? stack_key(t) : t.name), dst, hdims(t));
+    const std::string obj = prefix + stack_key(t);
+    auto it = row_blocks.find(obj);
+    if (it == row_blocks.end()) {
+      if (!f.exists(obj)) fail(path, ": dataset ", obj, " is missing (tensor ", t.name, ")");
+      it = row_blocks.emplace(obj, f.attr_i64s(obj, "blocks")).first;
+    }
+    auto row = std::find(it->second.begin(), it->second.end(), int64_t(t.block));
+    if (row == it->second.end()) fail(path, ": dataset ", obj, " has no row for block ", t.block, " (tensor ", t.name, ")");
+    f.read_f32_row(obj, hsize_t(row - it->second.begin()), dst, hdims(t), "tensor " + t.name);
+  };
   for (const TensorSpec* tp : tensors) {
     const TensorSpec& t = *tp;
     const size_t o = t.offset - base;
-    f.read_f32("/model/" + t.name, params + o, hdims(t));
-    if (m) f.read_f32("/optimizer/m/" + t.name, m + o, hdims(t));
-    if (v) f.read_f32("/optimizer/v/" + t.name, v + o, hdims(t));
+    read("/model/", t, params + o);
+    if (m) read("/optimizer/m/", t, m + o);
+    if (v) read("/optimizer/v/", t, v + o);
   }
   if (st) {
     st->step = f.read_i64("/state/step");

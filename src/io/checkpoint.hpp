@@ -1,6 +1,11 @@
 // checkpoint.hpp: HDF5 checkpoints: /model (weights + model attributes), /optimizer/{m,v}, /state
 // (step, data cursor, tokens seen, seed) and /config (the resolved TOML). Written atomically:
 // temporary name, flush, fsync, rename, then <dir>/latest names it.
+// Format 2 (root attribute strata_checkpoint_format = 2): each block tensor is stacked over the blocks, e.g.
+// /model/blocks/ffn/w_h [L, d, d_ffn], row i holding block @blocks[i] (one chunk per row, Fletcher32), so a
+// 96-block model is ~50 datasets instead of ~3500 (HDF5's cost is per dataset); embeddings, final norm and
+// head are datasets of their own (/model/tok_embedding, …). Files without the attribute (format 1, one dataset
+// per tensor: /model/blocks/012/ffn/w_h) still load.
 #pragma once
 #include <mpi.h>
 
@@ -12,6 +17,8 @@
 #include "model/layout.hpp"
 
 namespace strata {
+
+constexpr int64_t kCheckpointFormat = 2;
 
 // The whole training state beyond weights and moments. The RNG is counter-based (seed, sequence index), so
 // the data cursor is every rank's RNG and data state at once.

@@ -141,20 +141,74 @@ void read_typed(hid_t file, const std::string& path, const std::string& obj, hid
 }
 }  // namespace
 
-void H5File::write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims, bool mine) {
-  Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
-  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
-  // Chunks of about 1 MiB along the first axis, whole along the others.
-  std::vector<hsize_t> chunk = dims;
+namespace {
+// Chunks of about 1 MiB along the first axis of `dims`, whole along the others.
+std::vector<hsize_t> mib_chunk(std::vector<hsize_t> dims) {
   hsize_t row = 1;
   for (size_t i = 1; i < dims.size(); i++) row *= dims[i];
-  chunk[0] = std::max<hsize_t>(1, std::min<hsize_t>(dims[0], (1u << 18) / std::max<hsize_t>(row, 1)));
-  H5Pset_chunk(dcpl.id, int(dims.size()), chunk.data());
+  if (!dims.empty()) dims[0] = std::max<hsize_t>(1, std::min<hsize_t>(dims[0], (1u << 18) / std::max<hsize_t>(row, 1)));
+  return dims;
+}
+}  // namespace
+
+hid_t H5File::create_f32(const std::string& obj, const std::vector<hsize_t>& dims, const std::vector<hsize_t>& chunk) {
+  Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
+  Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
+  H5Pset_chunk(dcpl.id, int(chunk.size()), chunk.data());
   H5Pset_fletcher32(dcpl.id);
+  H5Pset_obj_track_times(dcpl.id, 0);  // no timestamps: the same state gives the same bytes
   Handle p{lcpl(), H5Pclose};
-  Handle d{H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  hid_t d = H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT);
+  if (d < 0) fail(path_, ": cannot create dataset ", obj);
+  return d;
+}
+
+void H5File::write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims, bool mine) {
+  Handle d{create_f32(obj, dims, mib_chunk(dims)), H5Dclose};
   write_raw(d.id, H5T_NATIVE_FLOAT, data, mine, obj);
+}
+
+void H5File::write_f32_rows(const std::string& obj, const float* data, const std::vector<hsize_t>& dims,
+                            const std::vector<hsize_t>& rows) {
+  std::vector<hsize_t> chunk = mib_chunk(std::vector<hsize_t>(dims.begin() + 1, dims.end()));
+  chunk.insert(chunk.begin(), 1);
+  Handle d{create_f32(obj, dims, chunk), H5Dclose};
+  Handle fs{H5Dget_space(d.id), H5Sclose};
+  H5Sselect_none(fs.id);
+  std::vector<hsize_t> start(dims.size(), 0), count = dims;
+  for (size_t i = 0; i < rows.size();) {  // one hyperslab per run of consecutive rows
+    size_t j = i + 1;
+    while (j < rows.size() && rows[j] == rows[j - 1] + 1) j++;
+    start[0] = rows[i];
+    count[0] = j - i;
+    H5Sselect_hyperslab(fs.id, H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr);
+    i = j;
+  }
+  std::vector<hsize_t> mdims = dims;
+  mdims[0] = std::max<hsize_t>(rows.size(), 1);
+  Handle ms{H5Screate_simple(int(mdims.size()), mdims.data(), nullptr), H5Sclose};
+  if (rows.empty()) H5Sselect_none(ms.id);
+  static const float dummy = 0;
+  if (H5Dwrite(d.id, H5T_NATIVE_FLOAT, ms.id, fs.id, dxpl_, rows.empty() ? &dummy : data) < 0)
+    fail(path_, ": writing dataset ", obj, " failed");
+}
+
+void H5File::read_f32_row(const std::string& obj, hsize_t row, float* data, const std::vector<hsize_t>& expect,
+                          const std::string& what) const {
+  std::vector<hsize_t> got = dims(obj);
+  if (got.size() != expect.size() + 1 || !std::equal(expect.begin(), expect.end(), got.begin() + 1))
+    fail(path_, ": dataset ", obj, " has shape ", dims_text(got), ", expected [rows, ", dims_text(expect).substr(1),
+         " for ", what);
+  if (row >= got[0]) fail(path_, ": dataset ", obj, " has ", got[0], " rows, ", what, " is row ", row);
+  Handle d{H5Dopen2(id_, obj.c_str(), H5P_DEFAULT), H5Dclose};
+  Handle fs{H5Dget_space(d.id), H5Sclose};
+  std::vector<hsize_t> start(got.size(), 0), count = got;
+  start[0] = row;
+  count[0] = 1;
+  H5Sselect_hyperslab(fs.id, H5S_SELECT_SET, start.data(), nullptr, count.data(), nullptr);
+  Handle ms{H5Screate_simple(int(count.size()), count.data(), nullptr), H5Sclose};
+  if (H5Dread(d.id, H5T_NATIVE_FLOAT, ms.id, fs.id, H5P_DEFAULT, data) < 0)
+    fail(path_, ": reading dataset ", obj, " row ", row, " (", what, ") failed (checksum mismatch or truncated file)");
 }
 
 void H5File::read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const {
@@ -263,6 +317,27 @@ void H5File::attr_i64(const std::string& obj, const std::string& name, int64_t v
 }
 void H5File::attr_f64(const std::string& obj, const std::string& name, double v) {
   with_attr_write(id_, path_, obj, name, H5T_IEEE_F64LE, [&](hid_t a) { return H5Awrite(a, H5T_NATIVE_DOUBLE, &v); });
+}
+void H5File::attr_i64s(const std::string& obj, const std::string& name, const std::vector<int64_t>& v) {
+  Handle o{H5Oopen(id_, obj.c_str(), H5P_DEFAULT), H5Oclose};
+  if (o.id < 0) fail(path_, ": object ", obj, " is missing");
+  const hsize_t n = v.size();
+  Handle space{H5Screate_simple(1, &n, nullptr), H5Sclose};
+  Handle a{H5Acreate2(o.id, name.c_str(), H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
+  if (a.id < 0 || H5Awrite(a.id, H5T_NATIVE_INT64, v.data()) < 0)
+    fail(path_, ": writing attribute ", obj, "@", name, " failed");
+}
+bool H5File::has_attr(const std::string& obj, const std::string& name) const {
+  return H5Aexists_by_name(id_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;
+}
+std::vector<int64_t> H5File::attr_i64s(const std::string& obj, const std::string& name) const {
+  Handle a = attr_open(id_, path_, obj, name);
+  Handle s{H5Aget_space(a.id), H5Sclose};
+  const hssize_t n = H5Sget_simple_extent_npoints(s.id);
+  std::vector<int64_t> v(size_t(std::max<hssize_t>(n, 0)));
+  if (n < 0 || H5Aread(a.id, H5T_NATIVE_INT64, v.data()) < 0)
+    fail(path_, ": reading attribute ", obj, "@", name, " failed");
+  return v;
 }
 std::string H5File::attr_string(const std::string& obj, const std::string& name) const {
   Handle a = attr_open(id_, path_, obj, name);

@@ -33,6 +33,14 @@ class H5File {
   // Datasets (intermediate groups created). Floats are chunked with the Fletcher32 checksum.
   void write_f32(const std::string& obj, const float* data, const std::vector<hsize_t>& dims, bool mine = true);
   void read_f32(const std::string& obj, float* data, const std::vector<hsize_t>& expect) const;
+  // A stack of equally shaped tensors, dims = [rows, shape…], chunked one row at a time (a row over 1 MiB split
+  // along its first axis) with the Fletcher32 checksum. This call writes `rows` (row indices, ascending) from
+  // data, their values one after another; in a parallel file every rank calls it with its own rows (or none).
+  void write_f32_rows(const std::string& obj, const float* data, const std::vector<hsize_t>& dims,
+                      const std::vector<hsize_t>& rows);
+  // Reads row `row` of such a stack, checking the row's shape; `what` names the row in errors.
+  void read_f32_row(const std::string& obj, hsize_t row, float* data, const std::vector<hsize_t>& expect,
+                    const std::string& what) const;
   void write_i32(const std::string& obj, const int32_t* data, const std::vector<hsize_t>& dims);
   void read_i32(const std::string& obj, int32_t* data, const std::vector<hsize_t>& expect) const;
   void read_f64(const std::string& obj, double* data, const std::vector<hsize_t>& expect) const;  // [] = scalar
@@ -45,6 +53,9 @@ class H5File {
   void attr_string(const std::string& obj, const std::string& name, const std::string& v);
   void attr_i64(const std::string& obj, const std::string& name, int64_t v);
   void attr_f64(const std::string& obj, const std::string& name, double v);
+  void attr_i64s(const std::string& obj, const std::string& name, const std::vector<int64_t>& v);
+  bool has_attr(const std::string& obj, const std::string& name) const;
+  std::vector<int64_t> attr_i64s(const std::string& obj, const std::string& name) const;
   std::string attr_string(const std::string& obj, const std::string& name) const;
   int64_t attr_i64(const std::string& obj, const std::string& name) const;
   double attr_f64(const std::string& obj, const std::string& name) const;
@@ -55,6 +66,8 @@ class H5File {
   // Writes a whole dataset from data where `mine`, or takes part with an empty selection.
   void write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, const std::string& obj);
   void write_scalar(const std::string& obj, hid_t file_type, hid_t mem_type, const void* v);  // rank 0 writes
+  // A chunked float dataset with the Fletcher32 checksum (the caller closes it).
+  hid_t create_f32(const std::string& obj, const std::vector<hsize_t>& dims, const std::vector<hsize_t>& chunk);
   hid_t id_;
   std::string path_;
   hid_t dxpl_ = H5P_DEFAULT;  // collective transfer in parallel files

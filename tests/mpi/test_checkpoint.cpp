@@ -89,6 +89,41 @@ struct Fixture {
 
 }  // namespace
 
+BOOST_FIXTURE_TEST_CASE(format_2_stacks_block_tensors_and_format_1_files_still_load, Fixture) {
+  // mix: post-norm blocks 0-1 (ln_out) and pre-norm blocks 2-7 (ln_in), so the stacks differ in rows.
+  ModelConfig mc = model();
+  mc.layers = 8, mc.norm = "mix", mc.mix_post_fraction = 0.25;
+  Config c;
+  c.model = mc;
+  const ParamLayout l = layout_build(mc);
+  std::vector<float> p(l.total), m(l.total), v(l.total);
+  for (size_t i = 0; i < l.total; i++) p[i] = std::sin(0.37f * i), m[i] = std::cos(0.11f * i), v[i] = 1e-3f * (i % 97);
+  TrainState st;
+  st.step = 42, st.data_cursor = 1234, st.tokens_seen = 99;
+  const std::string a = dir + "/a.h5", b = dir + "/b.h5";
+  checkpoint_write_file(a, {&c, &l, p.data(), m.data(), v.data(), st});
+  auto shape = test::run(std::string(STRATA_PYTHON) + " -c \"import h5py; f=h5py.File('" + a +
+                         "'); g=f['model/blocks/attn']; n=[]; f.visititems(lambda k, o: n.append(k) if "
+                         "isinstance(o, h5py.Dataset) else None); print(f.attrs['strata_checkpoint_format'], "
+                         "g['ln_in/gain'].shape, list(g['ln_in/gain'].attrs['blocks']), g['ln_out/gain'].shape, "
+                         "list(g['ln_out/gain'].attrs['blocks']), g['w_qkv'].shape, g['w_qkv'].chunks, len(n))\"");
+  BOOST_TEST_REQUIRE(shape.code == 0, shape.out);
+  // 16 block stacks + 5 others per kind, × 3 kinds, + 6 state + config = 70 datasets (format 1: 310).
+  BOOST_TEST(shape.out == "2 (6, 32) [2, 3, 4, 5, 6, 7] (2, 32) [0, 1] (8, 32, 96) (1, 32, 96) 70\n");
+  auto conv = test::run(std::string(STRATA_PYTHON) + " " + STRATA_SOURCE_DIR + "/tests/mpi/to_format1.py " + a + " " + b);
+  BOOST_TEST_REQUIRE(conv.code == 0, conv.out);
+  for (const std::string& path : {a, b}) {
+    std::vector<float> p2(l.total, -1), m2(l.total, -1), v2(l.total, -1);
+    TrainState st2;
+    checkpoint_load(path, l, p2.data(), m2.data(), v2.data(), &st2);
+    BOOST_TEST(same(p2, p), path);
+    BOOST_TEST(same(m2, m), path);
+    BOOST_TEST(same(v2, v), path);
+    BOOST_TEST(st2.step == 42);
+    BOOST_TEST(st2.data_cursor == 1234u);
+  }
+}
+
 BOOST_FIXTURE_TEST_CASE(resume_is_bit_exact_and_moves_between_layouts, Fixture) {
   for (auto [P, D] : std::vector<std::pair<int, int>>{{4, 1}, {2, 2}}) {
     const std::string tag = std::to_string(P) + "x" + std::to_string(D);
@@ -175,11 +210,11 @@ BOOST_FIXTURE_TEST_CASE(bad_files_are_refused_or_bypassed_with_their_message, Fi
   BOOST_TEST(r.code == 0, r.out);
   BOOST_TEST(r.out.find(newest) != std::string::npos, r.out);
   BOOST_TEST(r.out.find("resumed from " + older) != std::string::npos, r.out);
-  // A flipped byte inside a dataset (located with h5py): Fletcher32 names the dataset.
+  // A flipped byte inside block 12's row of a dataset (located with h5py): Fletcher32 names the dataset and tensor.
   fs::remove(dir + "/run/step-00000007.h5");
   std::ofstream(newest, std::ios::binary | std::ios::trunc) << good;
   auto off = test::run(std::string(STRATA_PYTHON) + " -c \"import h5py; f=h5py.File('" + newest +
-                       "'); print(f['model/blocks/012/ffn/w_h'].id.get_chunk_info(0).byte_offset)\"");
+                       "'); print(f['model/blocks/ffn/w_h'].id.get_chunk_info_by_coord((12, 0, 0)).byte_offset)\"");
   BOOST_TEST_REQUIRE(off.code == 0, off.out);
   std::string bytes = good;
   bytes[std::stoul(off.out) + 100] ^= 0x5a;

@@ -17,6 +17,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import strata_torch  # noqa: E402
 
 
+def read_tensor(f, name):
+    """A tensor of a Strata checkpoint by its layout name ("blocks/012/ffn/w_h"): format 2 stacks block tensors
+    over the blocks (/model/blocks/ffn/w_h [rows, ...], @blocks = the block of each row); format 1 (no
+    strata_checkpoint_format attribute) has one dataset per tensor."""
+    if "strata_checkpoint_format" not in f.attrs or not name.startswith("blocks/"):
+        return np.asarray(f["model/" + name])
+    block, rest = name[len("blocks/"):].split("/", 1)
+    ds = f["model/blocks/" + rest]
+    return np.asarray(ds[list(ds.attrs["blocks"]).index(int(block))])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--checkpoint", required=True)
@@ -30,7 +41,7 @@ def main():
                for k, v in attrs.items()}
         P = {}
         for name in strata_torch.param_shapes(cfg):
-            P[name] = torch.tensor(np.asarray(f["model/" + name]), dtype=torch.float64, requires_grad=True)
+            P[name] = torch.tensor(read_tensor(f, name), dtype=torch.float64, requires_grad=True)
     with h5py.File(a.batch, "r") as f:
         tokens = torch.tensor(np.asarray(f["tokens"]), dtype=torch.long)
         targets = torch.tensor(np.asarray(f["targets"]), dtype=torch.long)
