@@ -1,0 +1,40 @@
+// common.cuh: error checks that turn CUDA and cuBLAS failures into one-line strata::Error messages, and the
+// launch helpers the kernels share.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "core/error.hpp"
+
+#define STRATA_CUDA_CHECK(call)                                                                         \
+  do {                                                                                                  \
+    cudaError_t e_ = (call);                                                                            \
+    if (e_ != cudaSuccess) ::strata::fail(__FILE__, ":", __LINE__, ": ", #call, ": ", cudaGetErrorString(e_)); \
+  } while (0)
+
+#define STRATA_CUBLAS_CHECK(call)                                                                       \
+  do {                                                                                                  \
+    cublasStatus_t e_ = (call);                                                                         \
+    if (e_ != CUBLAS_STATUS_SUCCESS)                                                                    \
+      ::strata::fail(__FILE__, ":", __LINE__, ": ", #call, ": ", cublasGetStatusString(e_));            \
+  } while (0)
+
+// After a kernel launch: configuration errors surface here, faults at the next synchronising call.
+#define STRATA_CUDA_LAUNCHED() STRATA_CUDA_CHECK(cudaGetLastError())
+
+namespace strata::cuda {
+
+constexpr int kWarp = 32;
+
+inline unsigned blocks_for(size_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+__device__ inline float warp_sum(float v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ inline float warp_max(float v) {
+  for (int o = kWarp / 2; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace strata::cuda

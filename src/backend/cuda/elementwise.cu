@@ -1,0 +1,125 @@
+// elementwise.cu: activations, residual adds, scaled copies, embeddings and AdamW: the twins of
+// cpu/activation.cpp, residual.cpp, embedding.cpp and adamw.cpp, one thread per element.
+// The embedding backward sums each column over the rows in row order (one thread per column), so it is
+// deterministic without atomics; a faster sort-by-token version is future work.
+#include <cmath>
+
+#include "backend/adamw_math.hpp"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/ops.hpp"
+
+namespace strata::cuda {
+
+namespace {
+
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kInvSqrt2 = 0.7071067811865476f;
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;
+constexpr int kThreads = 256;
+
+__global__ void act_fwd(float* out, const float* in, size_t n, Activation a) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = in[i];
+  switch (a) {
+    case Activation::gelu_tanh: out[i] = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); break;
+    case Activation::gelu: out[i] = 0.5f * x * (1.0f + erff(x * kInvSqrt2)); break;
+    case Activation::relu: out[i] = x > 0.0f ? x : 0.0f; break;
+  }
+}
+
+__global__ void act_bwd(float* din, const float* dout, const float* in, size_t n, Activation a) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float x = in[i], g = 0;
+  switch (a) {
+    case Activation::gelu_tanh: {
+      float th = tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x));
+      g = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * kSqrt2OverPi * (1.0f + 3.0f * 0.044715f * x * x);
+      break;
+    }
+    case Activation::gelu: g = 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x); break;
+    case Activation::relu: g = x > 0.0f ? 1.0f : 0.0f; break;
+  }
+  din[i] = a == Activation::relu ? (x > 0.0f ? dout[i] : 0.0f) : dout[i] * g;
+}
+
+__global__ void residual_k(float* out, const float* x, float alpha, const float* g, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = alpha * x[i] + g[i];
+}
+
+__global__ void scale_copy_k(float* out, const float* in, float alpha, size_t n, bool accumulate) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = accumulate ? out[i] + alpha * in[i] : alpha * in[i];
+}
+
+__global__ void embed_fwd(float* out, const int32_t* tokens, const float* wte, const float* wpe, int rows, int Tn,
+                          int C) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= size_t(rows) * C) return;
+  int r = int(i / C), c = int(i % C);
+  out[i] = wte[size_t(tokens[r]) * C + c] + wpe[size_t(r % Tn) * C + c];
+}
+
+__global__ void embed_bwd(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int rows, int Tn, int C) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  for (int r = 0; r < rows; r++) {  // row order, as the CPU twin: deterministic
+    float d = dout[size_t(r) * C + c];
+    dwte[size_t(tokens[r]) * C + c] += d;
+    dwpe[size_t(r % Tn) * C + c] += d;
+  }
+}
+
+__global__ void adamw_k(float* p, float* m, float* v, const float* g, size_t n, AdamWScalars sc) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) adamw_element(p[i], m[i], v[i], g[i], sc);
+}
+
+}  // namespace
+
+void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s) {
+  if (!n) return;
+  act_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, in, n, a);
+  STRATA_CUDA_LAUNCHED();
+}
+void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s) {
+  if (!n) return;
+  act_bwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(din, dout, in, n, a);
+  STRATA_CUDA_LAUNCHED();
+}
+void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s) {
+  if (!n) return;
+  residual_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, x, alpha, g, n);
+  STRATA_CUDA_LAUNCHED();
+}
+void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate, cudaStream_t s) {
+  if (!n) return;
+  scale_copy_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, in, alpha, n, accumulate);
+  STRATA_CUDA_LAUNCHED();
+}
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int Tn, int C,
+                       cudaStream_t s) {
+  const size_t n = size_t(B) * Tn * C;
+  if (!n) return;
+  embed_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, tokens, wte, wpe, B * Tn, Tn, C);
+  STRATA_CUDA_LAUNCHED();
+}
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int Tn, int C,
+                        cudaStream_t s) {
+  if (!C) return;
+  embed_bwd<<<blocks_for(size_t(C), 128), 128, 0, s>>>(dwte, dwpe, dout, tokens, B * Tn, Tn, C);
+  STRATA_CUDA_LAUNCHED();
+}
+void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const AdamWParams& hp, bool decay,
+                  cudaStream_t s) {
+  if (!n) return;
+  // Bias corrections on the host with std::pow, as the CPU twin computes them.
+  const AdamWScalars sc{hp.lr, hp.beta1, hp.beta2, hp.eps, decay ? hp.weight_decay : 0.0f,
+                        1.0f - std::pow(hp.beta1, float(hp.step)), 1.0f - std::pow(hp.beta2, float(hp.step))};
+  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, sc);
+  STRATA_CUDA_LAUNCHED();
+}
+
+}  // namespace strata::cuda

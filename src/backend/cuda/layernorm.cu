@@ -1,0 +1,88 @@
+// layernorm.cu: LayerNorm over each row's C features, the twin of cpu/layernorm.cpp.
+// Rows: one warp each (mean, then the variance about it, as the CPU does). dgain/dbias: one thread per column
+// summing the rows in order, so the result does not depend on the launch shape (deterministic, no atomics).
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/ops.hpp"
+
+namespace strata::cuda {
+
+namespace {
+
+constexpr int kRowsPerBlock = 8;  // warps per block
+
+__global__ void ln_fwd(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
+                       int N, int C, float eps) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  const float* x = in + size_t(n) * C;
+  float s = 0;
+  for (int c = lane; c < C; c += kWarp) s += x[c];
+  const float m = warp_sum(s) / C;
+  float v = 0;
+  for (int c = lane; c < C; c += kWarp) {
+    float d = x[c] - m;
+    v += d * d;
+  }
+  const float r = 1.0f / sqrtf(warp_sum(v) / C + eps);
+  float* y = out + size_t(n) * C;
+  for (int c = lane; c < C; c += kWarp) y[c] = (x[c] - m) * r * gain[c] + bias[c];
+  if (lane == 0) mean[n] = m, rstd[n] = r;
+}
+
+__global__ void ln_bwd_input(float* din, const float* dout, const float* in, const float* gain, const float* mean,
+                             const float* rstd, int N, int C, bool accumulate) {
+  const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  if (n >= N) return;
+  const float* x = in + size_t(n) * C;
+  const float* dy = dout + size_t(n) * C;
+  const float m = mean[n], r = rstd[n];
+  float a = 0, b = 0;
+  for (int c = lane; c < C; c += kWarp) {
+    float dxhat = dy[c] * gain[c];
+    a += dxhat;
+    b += dxhat * (x[c] - m) * r;
+  }
+  a = warp_sum(a) / C;
+  b = warp_sum(b) / C;
+  float* dx = din + size_t(n) * C;
+  for (int c = lane; c < C; c += kWarp) {
+    float v = r * (dy[c] * gain[c] - a - (x[c] - m) * r * b);
+    dx[c] = accumulate ? dx[c] + v : v;
+  }
+}
+
+__global__ void ln_bwd_params(float* dgain, float* dbias, const float* dout, const float* in, const float* mean,
+                              const float* rstd, int N, int C) {
+  const int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  float g = 0, b = 0;
+  for (int n = 0; n < N; n++) {
+    float dy = dout[size_t(n) * C + c];
+    g += dy * (in[size_t(n) * C + c] - mean[n]) * rstd[n];
+    b += dy;
+  }
+  dgain[c] += g;
+  dbias[c] += b;
+}
+
+}  // namespace
+
+void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
+                       int N, int C, double eps, cudaStream_t s) {
+  if (N <= 0) return;
+  ln_fwd<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(out, mean, rstd, in, gain, bias, N, C,
+                                                                                 float(eps));
+  STRATA_CUDA_LAUNCHED();
+}
+
+void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in, const float* gain,
+                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s) {
+  if (N <= 0) return;
+  ln_bwd_input<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(din, dout, in, gain, mean, rstd,
+                                                                                       N, C, accumulate);
+  STRATA_CUDA_LAUNCHED();
+  ln_bwd_params<<<blocks_for(size_t(C), 128), 128, 0, s>>>(dgain, dbias, dout, in, mean, rstd, N, C);
+  STRATA_CUDA_LAUNCHED();
+}
+
+}  // namespace strata::cuda

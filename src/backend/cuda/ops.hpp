@@ -1,0 +1,83 @@
+// ops.hpp: the CUDA backend's ops, twins of strata::cpu's (backend/ops.hpp) on device pointers: the same
+// shapes, the same '=' / '+=' conventions, fp32 unless a Precision says otherwise. Each runs on `stream`
+// (0 = the default stream) and returns before the kernel finishes. tests/gpu/test_gpu_ops.cpp holds every op
+// against its CPU twin. Every function throws strata::Error naming the CUDA or cuBLAS call that failed.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "backend/ops.hpp"
+
+namespace strata::cuda {
+
+using cpu::Activation;
+using cpu::AdamWParams;
+
+// ---- device.cu ----
+int device_count();             // 0 where there is no usable device (no driver, no GPU)
+std::string device_name(int d);  // "NVIDIA H100 80GB HBM3"
+std::string no_device_reason();  // why device_count() is 0, from cudaGetDeviceCount's error
+void set_device(int d);
+void synchronize();
+// Plain device memory; RAII so tests and the trainer never leak on an exception.
+class Buffer {
+ public:
+  Buffer() = default;
+  explicit Buffer(size_t bytes);
+  Buffer(Buffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept;
+  ~Buffer();
+  template <class T> T* as() const { return static_cast<T*>(p_); }
+  size_t bytes() const { return n_; }
+  void upload(const void* host, size_t bytes, size_t offset = 0);
+  void download(void* host, size_t bytes, size_t offset = 0) const;
+  void fill_bytes(int byte);  // e.g. 0xff: every float NaN (the tests' poison)
+ private:
+  void* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+// ---- matmul.cu (cuBLAS; one handle per thread) ----
+enum class Precision { fp32, bf16 };  // bf16: inputs rounded to bfloat16, products accumulated in fp32
+// out[N,OC] = in[N,IC] · w[IC,OC] + b[OC]   (b may be null)
+void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC,
+                    Precision p = Precision::fp32, cudaStream_t s = 0);
+// din[N,IC] = (or +=) dout[N,OC] · wᵀ
+void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC, bool accumulate,
+                           Precision p = Precision::fp32, cudaStream_t s = 0);
+// dw[IC,OC] += inᵀ · dout ; db[OC] += Σ_rows dout (db may be null)
+void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC, int OC,
+                            Precision p = Precision::fp32, cudaStream_t s = 0);
+
+// ---- layernorm.cu ----
+void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
+                       int N, int C, double eps, cudaStream_t s = 0);
+void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in, const float* gain,
+                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s = 0);
+
+// ---- attention.cu: causal multi-head attention on a fused qkv [B,T,3C]; probs [B,H,T,T] kept ----
+void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int B, int Tn, int C,
+                        int H, cudaStream_t s = 0);
+
+// ---- elementwise.cu ----
+void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0);
+void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0);
+void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s = 0);
+void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate, cudaStream_t s = 0);
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int Tn, int C,
+                       cudaStream_t s = 0);
+void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int Tn, int C,
+                        cudaStream_t s = 0);
+void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const AdamWParams& hp, bool decay,
+                  cudaStream_t s = 0);
+
+// ---- crossentropy.cu ----
+void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V, cudaStream_t s = 0);
+void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale,
+                           cudaStream_t s = 0);
+
+}  // namespace strata::cuda
