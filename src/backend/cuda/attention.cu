@@ -81,7 +81,7 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
   const long long TT = (long long)Tn * Tn;
   const float scale = 1.0f / std::sqrt(float(hs));
   cublasHandle_t h = blas(s);
-  float* dP = static_cast<float*>(scratch(2, size_t(B) * H * TT * sizeof(float)));
+  float* dP = static_cast<float*>(scratch(2, size_t(B) * H * TT * sizeof(float), s));
   for (int b = 0; b < B; b++) {
     const float* v = qkv + size_t(b) * Tn * ld + 2 * C;
     const float* dO = dout + size_t(b) * Tn * C;

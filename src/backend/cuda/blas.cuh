@@ -1,5 +1,6 @@
 // blas.cuh: the per-thread cuBLAS handle and scratch buffers the GEMM-based ops share.
-// Scratch is per host thread and reused in stream order: one thread drives one stream.
+// Scratch is per host thread and per stream, reused in that stream's order. The handle belongs to the device
+// current at this thread's first GEMM: set the device before any op.
 #pragma once
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/ops.hpp"
@@ -7,7 +8,7 @@
 namespace strata::cuda {
 
 cublasHandle_t blas(cudaStream_t s);  // this thread's handle, bound to stream s, fp32 math (no TF32)
-// Scratch buffer `which` (0, 1, 2) of at least `bytes`, grown (never shrunk) as needed.
-void* scratch(int which, size_t bytes);
+// Scratch buffer `which` (0, 1, 2) of stream s, at least `bytes`, grown (never shrunk) as needed.
+void* scratch(int which, size_t bytes, cudaStream_t s);
 
 }  // namespace strata::cuda

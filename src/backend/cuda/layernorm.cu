@@ -1,6 +1,8 @@
 // layernorm.cu: LayerNorm over each row's C features, the twin of cpu/layernorm.cpp.
-// Rows: one warp each (mean, then the variance about it, as the CPU does). dgain/dbias: one thread per column
-// summing the rows in order, so the result does not depend on the launch shape (deterministic, no atomics).
+// Rows: one warp each (mean, then the variance about it, two passes like the CPU). dgain/dbias: one thread
+// per column summing the rows in order into a register, then adding once (the CPU adds row by row: the same
+// sum up to rounding), so the result does not depend on the launch shape (deterministic, no atomics). One
+// thread per column is slow for large N; a two-pass fixed-chunk reduction is future work.
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/ops.hpp"
 

@@ -2,8 +2,12 @@
 // row-major product is issued transposed: out = in·w becomes outᵀ = wᵀ·inᵀ on the same buffers.
 // fp32: cublasSgemm in true fp32 (CUBLAS_DEFAULT_MATH, no TF32). bf16: both inputs rounded to bfloat16
 // in scratch, cublasGemmEx with fp32 accumulation and an fp32 output. Bias and its gradient by kernels
-// (the bias gradient sums rows in order: deterministic).
+// (the bias gradient sums the rows in order into a register, then adds once: deterministic; one thread per
+// column, correct but slow for large N: a two-pass fixed-chunk version is future work).
 #include <cuda_bf16.h>
+
+#include <map>
+#include <utility>
 
 #include "backend/cuda/blas.cuh"
 
@@ -25,10 +29,14 @@ cublasHandle_t blas(cudaStream_t s) {
   return handle.h;
 }
 
-void* scratch(int which, size_t bytes) {
-  thread_local Buffer buf[3];
-  if (buf[which].bytes() < bytes) buf[which] = Buffer(bytes);
-  return buf[which].as<void>();
+void* scratch(int which, size_t bytes, cudaStream_t s) {
+  thread_local std::map<std::pair<cudaStream_t, int>, Buffer> bufs;  // per stream: no cross-stream reuse
+  Buffer& b = bufs[{s, which}];
+  if (b.bytes() < bytes) {
+    if (b.bytes()) STRATA_CUDA_CHECK(cudaStreamSynchronize(s));  // the old buffer may still be read
+    b = Buffer(bytes);
+  }
+  return b.as<void>();
 }
 
 namespace {
@@ -54,7 +62,7 @@ __global__ void bias_grad(float* db, const float* dout, int N, int OC) {
 }
 
 const __nv_bfloat16* bf16_copy(int which, const float* x, size_t n, cudaStream_t s) {
-  auto* out = static_cast<__nv_bfloat16*>(scratch(which, n * sizeof(__nv_bfloat16)));
+  auto* out = static_cast<__nv_bfloat16*>(scratch(which, n * sizeof(__nv_bfloat16), s));
   to_bf16<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, x, n);
   STRATA_CUDA_LAUNCHED();
   return out;

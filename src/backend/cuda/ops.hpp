@@ -1,6 +1,8 @@
 // ops.hpp: the CUDA backend's ops, twins of strata::cpu's (backend/ops.hpp) on device pointers: the same
 // shapes, the same '=' / '+=' conventions, fp32 unless a Precision says otherwise. Each runs on `stream`
-// (0 = the default stream) and returns before the kernel finishes. tests/gpu/test_gpu_ops.cpp holds every op
+// (0 = the default stream) and returns before the kernel finishes. Outputs must not alias inputs (e.g.
+// layernorm_backward reads dout after writing din). Buffer transfers are synchronous on the legacy default
+// stream: with a non-blocking stream, synchronise it before downloading its results. tests/gpu/test_gpu_ops.cpp holds every op
 // against its CPU twin. Every function throws strata::Error naming the CUDA or cuBLAS call that failed.
 #pragma once
 #include <cuda_runtime_api.h>
