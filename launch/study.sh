@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Usage: launch/study.sh [--quick] [--slurm [sbatch options …] --] [--runs DIR] [--out DIR] [--threads T]
-# The norm-placement study: every cell of configs/study/xiong.txt and configs/study/grid.txt (base config
-# configs/study/base.toml plus the line's overrides), each into its own checkpoint directory
+#                        [--base FILE] [--cells DIR]
+# The norm-placement study: every cell of CELLS/xiong.txt and CELLS/grid.txt (CELLS = configs/study; base
+# config BASE = configs/study/base.toml plus the line's overrides), each into its own checkpoint directory
 # RUNS/<xiong|grid>/<cell> with its stats.h5 and metrics.jsonl, then tools/study_report.py writes OUT
 # (docs/study by default). Locally the cells run one after another as single processes with all cores;
 # a cell already finished (RUNS/…/<cell>/study.json) is skipped and an interrupted one resumes from its
@@ -12,10 +13,11 @@
 #   --slurm   one SLURM job array per cell list (launch/slurm/submit_sweep.sh, one task per cell, 1 rank with
 #             T threads each, requeued after USR1 like any sweep) and a job that, when the arrays are done,
 #             marks the finished cells (--mark) and writes the report; options up to `--` go to sbatch.
+#   --base, --cells   another base config and directory of cell lists (a study of your own, or a tiny test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/lib.sh
-QUICK=0 SLURM=0 MARK=0 RUNS="" OUT=docs/study THREADS=0 SBATCH_OPTS=()
+QUICK=0 SLURM=0 MARK=0 RUNS="" OUT=docs/study THREADS=0 SBATCH_OPTS=() BASE=configs/study/base.toml CELLS=configs/study
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
@@ -26,16 +28,24 @@ while [ $# -gt 0 ]; do
     --runs) RUNS=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
+    --base) BASE=$2; shift 2 ;;
+    --cells) CELLS=$2; shift 2 ;;
     *) die "unknown argument $1 (usage: see the top of $0)" ;;
   esac
 done
-BASE=configs/study/base.toml
 [ -n "$RUNS" ] || RUNS=$([ $QUICK = 1 ] && echo checkpoints/study-quick || echo checkpoints/study)
 [ -x "$STRATA_BIN" ] || bash launch/build.sh
-if [ ! -f data/kjv/train.bin ] || [ ! -f data/kjv/val.bin ]; then
-  mkdir -p data/kjv
-  bible "Genesis 1:1-Revelation 22:21" > data/kjv/kjv.txt
-  "$STRATA_BIN" prepare --text data/kjv/kjv.txt --out data/kjv
+[ -f "$BASE" ] || die "base config $BASE: no such file"
+for kind in xiong grid; do [ -f "$CELLS/$kind.txt" ] || die "cell list $CELLS/$kind.txt: no such file"; done
+if [ $MARK = 0 ]; then  # the data of the base config; the study's own (the KJV) is prepared when missing
+  for split in train val; do
+    f=$("$STRATA_BIN" config --config "$BASE" --get "data.$split")
+    [ -f "$f" ] && continue
+    [ "$f" = "data/kjv/$split.bin" ] || die "$BASE: data.$split = $f: no such file"
+    mkdir -p data/kjv
+    bible "Genesis 1:1-Revelation 22:21" > data/kjv/kjv.txt
+    "$STRATA_BIN" prepare --text data/kjv/kjv.txt --out data/kjv
+  done
 fi
 full_steps=$("$STRATA_BIN" config --config "$BASE" --get train.steps)
 base_warmup=$("$STRATA_BIN" config --config "$BASE" --get train.warmup_steps)
@@ -124,21 +134,22 @@ if [ $SLURM = 1 ]; then
   for kind in xiong grid; do
     sweep="$RUNS/$kind.sweep"
     mkdir -p "$RUNS/$kind"
-    cells "configs/study/$kind.txt" | while read -r name rest; do
-      echo "$rest checkpoint.dir=$RUNS/$kind/$name"
+    cells "$CELLS/$kind.txt" | while read -r name rest; do
+      echo "$rest checkpoint.dir=$RUNS/$kind/$name train.threads=${THREADS/#0/2}"
     done > "$sweep"
     ids+=("$(launch/slurm/submit_sweep.sh "$sweep" --ntasks=1 --cpus-per-task="${THREADS/#0/2}" "${SBATCH_OPTS[@]}" \
                -- --config "$BASE")")
   done
   dep=$(IFS=:; echo "${ids[*]}")
-  sbatch --parsable --dependency="afterany:$dep" --job-name=strata-study-report --output="$RUNS/report-%j.out" \
-    --wrap "cd '$PWD' && launch/study.sh --mark --runs '$RUNS' --out '$OUT'$([ $QUICK = 1 ] && echo ' --quick')"
-  echo "study: arrays ${ids[*]} submitted; the report follows them"
+  rid=$(sbatch --parsable --dependency="afterany:$dep" --job-name=strata-study-report \
+          --output="$RUNS/report-%j.out" "${SBATCH_OPTS[@]}" --wrap "cd '$PWD' && launch/study.sh --mark \
+          --runs '$RUNS' --out '$OUT' --base '$BASE' --cells '$CELLS'$([ $QUICK = 1 ] && echo ' --quick')")
+  echo "study: arrays ${ids[*]} submitted; report job $rid follows them"
   exit 0
 fi
 
 start=$(date +%s)
-while read -r name rest; do run_cell xiong "$name" $rest; done < <(cells configs/study/xiong.txt)
-while read -r name rest; do run_cell grid "$name" $rest; done < <(cells configs/study/grid.txt)
+while read -r name rest; do run_cell xiong "$name" $rest; done < <(cells "$CELLS/xiong.txt")
+while read -r name rest; do run_cell grid "$name" $rest; done < <(cells "$CELLS/grid.txt")
 echo "study: all cells in $(( $(date +%s) - start )) s"
 report

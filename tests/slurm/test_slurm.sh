@@ -7,6 +7,8 @@
 #     uninterrupted run's; run.json/runs.jsonl must record both starts.
 #  2. launch/slurm/submit_sweep.sh: a job array of 3 tasks over norm placements (mpirun inside SLURM), each
 #     finishing in its own checkpoint directory with its stats file and the placement it was given.
+#  3. launch/study.sh --slurm on a tiny study (--base, --cells): one array per cell list and a report job after
+#     them, which marks every cell finished and writes the report with its tables and the Xiong figure.
 # Every daemon started is stopped on exit, pass or fail.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -114,3 +116,50 @@ for norm in post res_post pre; do
   [ "$rows" -eq 8 ] || fail "$d/stats.h5: $rows rows, want 8"
 done
 echo "PASS: array job $array ran 3 tasks (post, res_post, pre), each with its checkpoint and 8 stats rows"
+
+# 3. The norm-placement study as SLURM job arrays (launch/study.sh --slurm) on a tiny base and grid.
+mkdir -p "$work/studycells"
+cat > "$work/studycells/base.toml" <<EOF
+[model]
+layers = 2
+d_model = 32
+heads = 2
+d_ffn = 64
+seq_len = 16
+[train]
+steps = 20
+batch_size = 4
+micro_batch_size = 4
+lr = 3e-3
+warmup_steps = 2
+eval_interval = 10
+eval_batches = 2
+[data]
+train = "$work/data/train.bin"
+val = "$work/data/val.bin"
+[checkpoint]
+interval = 10
+[stats]
+interval = 1
+EOF
+printf '%s\n' "L2-post model.layers=2 model.norm=post init.scheme=xavier train.steps=1" \
+  "L4-post model.layers=4 model.norm=post init.scheme=xavier train.steps=1" \
+  "L2-pre model.layers=2 model.norm=pre init.scheme=xavier train.steps=1" \
+  "L4-pre model.layers=4 model.norm=pre init.scheme=xavier train.steps=1" > "$work/studycells/xiong.txt"
+printf '%s\n' "L2-post model.layers=2 model.norm=post" "L2-pre model.layers=2 model.norm=pre" > "$work/studycells/grid.txt"
+out=$(launch/study.sh --slurm -- --base "$work/studycells/base.toml" --cells "$work/studycells" --threads 1 \
+        --runs "$work/studyruns" --out "$work/studyreport")
+echo "$out"
+rid=$(echo "$out" | grep -o 'report job [0-9]*' | grep -o '[0-9]*$')
+[ -n "$rid" ] || fail "study.sh --slurm did not submit a report job"
+wait_done "$rid" 300
+for c in xiong/L2-post xiong/L4-post xiong/L2-pre xiong/L4-pre grid/L2-post grid/L2-pre; do
+  grep -q '"exit_code": 0' "$work/studyruns/$c/study.json" 2>/dev/null ||
+    fail "study cell $c not marked finished: $(cat "$work/studyruns/$c/study.json" 2>&1; tail -3 "$work/studyruns/$c/train.log" 2>&1)"
+done
+[ "$("$STRATA_BIN" config --config "$work/studyruns/grid/L2-pre/config.toml" --get train.threads)" = 1 ] ||
+  fail "study cells did not get --threads 1"
+[ -f "$work/studyreport/README.md" ] && [ -f "$work/studyreport/xiong.png" ] && [ -f "$work/studyreport/loss_L2.png" ] ||
+  fail "no report from job $rid: $(ls "$work/studyreport" 2>&1; tail -5 "$work/studyruns"/report-*.out 2>&1)"
+grep -q "L2-post" "$work/studyreport/README.md" || fail "the report has no L2-post row"
+echo "PASS: study.sh --slurm ran 6 cells as 2 job arrays and report job $rid wrote $work/studyreport"
