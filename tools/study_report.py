@@ -360,6 +360,9 @@ def readme(meta, grid, xiong_cells, fit, heat_cells, threshold):
         f"Generated from `{meta['runs_dir']}` ({meta['generated']}) by "
         f"`{meta['command']}`. Every number below is in [summary.json](summary.json).",
         "",
+        f"{meta['cells_done']} cells finished ({meta['cells_not_run']} not run), "
+        f"{meta['cell_seconds'] / 3600:.2f} hours of training in all (the sum of the cells' `study.json` seconds).",
+        "",
         "## Divergence rule",
         "",
         DIVERGENCE_RULE,
@@ -473,8 +476,10 @@ def main():
     heat_cells, n_png = plot_all(grid, stats, fit, a.threshold, a.out)
 
     grid_cells = [c for cells in grid.values() for c in cells]
-    finished = [c["finished"] for c in grid_cells + xiong_cells if c["status"] == "done"]
-    meta = {"runs_dir": a.runs_dir,
+    done = [c for c in grid_cells + xiong_cells if c["status"] == "done"]
+    finished = [c["finished"] for c in done]
+    meta = {"runs_dir": a.runs_dir, "cells_done": len(done), "cells_not_run": len(grid_cells + xiong_cells) - len(done),
+            "cell_seconds": round(sum(c["seconds"] for c in done), 1),
             "generated": f"{max(finished)}, when the newest run finished" if finished else
                          f"{utc(datetime.datetime.now().timestamp())}; no run has finished",
             "command": " ".join(shlex.quote(x) for x in sys.argv), "threshold": a.threshold,

@@ -173,7 +173,7 @@ def check_grid(runs, summary, threshold):
     print(f"checked {len(cells)} grid cells in summary.json (threshold {threshold:.6g})")
 
 
-def check_readme(docs, summary):
+def check_readme(docs, summary, runs):
     with open(os.path.join(docs, "README.md")) as f:
         text = f.read()
     tables = readme_tables(text)
@@ -194,6 +194,21 @@ def check_readme(docs, summary):
                                                                f"summary.json has {cell.get(key)!r}")
     check("study_report.py" in text.split("\n\n")[1] and summary["runs_dir"] in text.split("\n\n")[1],
           "README.md: the header should name the runs dir and the command line")
+    # The totals: cells with a study.json, and the sum of their seconds, read here from the files themselves.
+    secs, n_done, n_all = 0.0, 0, 0
+    for kind in ("grid", "xiong"):
+        for name in os.listdir(os.path.join(runs, kind)):
+            n_all += 1
+            sj = os.path.join(runs, kind, name, "study.json")
+            if os.path.exists(sj):
+                n_done += 1
+                secs += json.load(open(sj))["seconds"]
+    check(summary["cells_done"] == n_done and summary["cells_not_run"] == n_all - n_done,
+          f"summary.json: cells_done {summary['cells_done']}, not run {summary['cells_not_run']}; files: {n_done} of {n_all}")
+    check(math.isclose(summary["cell_seconds"], secs, abs_tol=0.1), f"summary.json: cell_seconds {summary['cell_seconds']}, "
+                                                                    f"study.json files sum to {secs}")
+    check(f"{n_done} cells finished ({n_all - n_done} not run), {secs / 3600:.2f} hours" in text,
+          "README.md: no line with the cell count and total hours")
     check("10%" in text and "step-1 loss" in text, "README.md: no divergence rule")
     for fit in summary["xiong"]["fit"].values():
         check(f"{fit['fitted_slope']:.4f}" in text, f"README.md: fitted slope {fit['fitted_slope']:.4f} not shown")
@@ -244,7 +259,7 @@ def main():
     run_report(runs, docs, threshold)
     summary = load_summary(docs)
     check_grid(runs, summary, threshold)
-    readme = check_readme(docs, summary)
+    readme = check_readme(docs, summary, runs)
     check_pngs(docs, readme)
     check_xiong(runs, summary)
     for e in errors:
