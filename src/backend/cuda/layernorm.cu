@@ -1,10 +1,8 @@
 // layernorm.cu: LayerNorm over each row's C features, the twin of cpu/layernorm.cpp.
-// Rows: one warp each (mean, then the variance about it, two passes like the CPU). dgain/dbias: one thread
-// per column summing the rows in order into a register, then adding once (the CPU adds row by row: the same
-// sum up to rounding), so the result does not depend on the launch shape (deterministic, no atomics). One
-// thread per column is slow for large N; a two-pass fixed-chunk reduction is future work.
-#include "backend/cuda/common.cuh"
-#include "backend/cuda/ops.hpp"
+// Rows: one warp each (mean, then the variance about it, two passes like the CPU). dgain/dbias: the fixed-shape
+// two-pass column sums of colsum.cuh (deterministic, no atomics; the CPU adds row by row: the same sums up to
+// rounding).
+#include "backend/cuda/colsum.cuh"
 
 namespace strata::cuda {
 
@@ -53,20 +51,6 @@ __global__ void ln_bwd_input(float* din, const float* dout, const float* in, con
   }
 }
 
-__global__ void ln_bwd_params(float* dgain, float* dbias, const float* dout, const float* in, const float* mean,
-                              const float* rstd, int N, int C) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  float g = 0, b = 0;
-  for (int n = 0; n < N; n++) {
-    float dy = dout[size_t(n) * C + c];
-    g += dy * (in[size_t(n) * C + c] - mean[n]) * rstd[n];
-    b += dy;
-  }
-  dgain[c] += g;
-  dbias[c] += b;
-}
-
 }  // namespace
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
@@ -83,8 +67,10 @@ void layernorm_backward(float* din, float* dgain, float* dbias, const float* dou
   ln_bwd_input<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(din, dout, in, gain, mean, rstd,
                                                                                        N, C, accumulate);
   STRATA_CUDA_LAUNCHED();
-  ln_bwd_params<<<blocks_for(size_t(C), 128), 128, 0, s>>>(dgain, dbias, dout, in, mean, rstd, N, C);
-  STRATA_CUDA_LAUNCHED();
+  column_sums(dgain, dbias, N, C, [=] __device__(int n, int c) {
+    const float dy = dout[size_t(n) * C + c];
+    return make_float2(dy * (in[size_t(n) * C + c] - mean[n]) * rstd[n], dy);
+  }, s);
 }
 
 }  // namespace strata::cuda

@@ -2,14 +2,13 @@
 // row-major product is issued transposed: out = in·w becomes outᵀ = wᵀ·inᵀ on the same buffers.
 // fp32: cublasSgemm in true fp32 (CUBLAS_DEFAULT_MATH, no TF32). bf16: both inputs rounded to bfloat16
 // in scratch, cublasGemmEx with fp32 accumulation and an fp32 output. Bias and its gradient by kernels
-// (the bias gradient sums the rows in order into a register, then adds once: deterministic; one thread per
-// column, correct but slow for large N: a two-pass fixed-chunk version is future work).
+// (the bias gradient by the fixed-shape two-pass column sums of colsum.cuh: deterministic).
 #include <cuda_bf16.h>
 
 #include <map>
 #include <utility>
 
-#include "backend/cuda/blas.cuh"
+#include "backend/cuda/colsum.cuh"
 
 namespace strata::cuda {
 
@@ -51,14 +50,6 @@ __global__ void to_bf16(__nv_bfloat16* out, const float* in, size_t n) {
 __global__ void add_bias(float* out, const float* b, int N, int OC) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < size_t(N) * OC) out[i] += b[i % OC];
-}
-
-__global__ void bias_grad(float* db, const float* dout, int N, int OC) {
-  int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= OC) return;
-  float s = 0;
-  for (int n = 0; n < N; n++) s += dout[size_t(n) * OC + c];
-  db[c] += s;
 }
 
 const __nv_bfloat16* bf16_copy(int which, const float* x, size_t n, cudaStream_t s) {
@@ -110,8 +101,8 @@ void matmul_backward_weight(float* dw, float* db, const float* dout, const float
   // dwᵀ[OC,IC] += doutᵀ[OC,N] · in[N,IC]
   gemm(CUBLAS_OP_N, CUBLAS_OP_T, OC, IC, N, dout, OC, size_t(N) * OC, in, IC, size_t(N) * IC, 1.0f, dw, OC, p, s);
   if (db) {
-    bias_grad<<<blocks_for(size_t(OC), 128), 128, 0, s>>>(db, dout, N, OC);
-    STRATA_CUDA_LAUNCHED();
+    column_sums(db, nullptr, N, OC, [=] __device__(int n, int c) { return make_float2(dout[size_t(n) * OC + c], 0.0f); },
+                s);
   }
 }
 
