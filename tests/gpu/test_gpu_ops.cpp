@@ -220,3 +220,35 @@ BOOST_AUTO_TEST_CASE(adamw_against_cpu) {
     expect_close(host(v_), v, 1e-6, "adamw v");
   }
 }
+
+BOOST_AUTO_TEST_CASE(reductions_against_cpu) {
+  for (size_t n : {size_t(1), size_t(4095), size_t(4096 * 37 + 11)}) {
+    Vec x = rnd(n, 3.0f), y = rnd(n, 3.0f);
+    auto x_ = dev(x), y_ = dev(y);
+    cuda::Buffer out(4 * sizeof(double));
+    out.fill_bytes(0xff);
+    cuda::sum_squares(out.as<double>(), x_.as<float>(), n);
+    cuda::stats_maxabs(out.as<double>() + 1, x_.as<float>(), n);
+    cuda::stats_sqdiff(out.as<double>() + 2, x_.as<float>(), y_.as<float>(), n);
+    cuda::synchronize();
+    double got[3];
+    out.download(got, sizeof got);
+    const double ss = cpu::sum_squares(x.data(), n), sd = cpu::stats_sqdiff(x.data(), y.data(), n);
+    BOOST_TEST(std::fabs(got[0] - ss) <= 1e-12 * ss, "sum_squares n=" << n << ": " << got[0] << " vs " << ss);
+    BOOST_TEST(got[1] == cpu::stats_maxabs(x.data(), n), "stats_maxabs n=" << n);
+    BOOST_TEST(std::fabs(got[2] - sd) <= 1e-12 * sd, "stats_sqdiff n=" << n << ": " << got[2] << " vs " << sd);
+  }
+  // Entropy of causal attention rows, probabilities from the CPU attention forward.
+  const int B = 2, T = 45, C = 48, H = 3;
+  Vec qkv = rnd(B * T * 3 * C, 2.0f), out(B * T * C), probs(size_t(B) * H * T * T);
+  cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
+  auto p_ = dev(probs);
+  cuda::Buffer e(sizeof(double));
+  e.fill_bytes(0xff);
+  cuda::attention_entropy(e.as<double>(), p_.as<float>(), B * H * T, T);
+  cuda::synchronize();
+  double got = 0;
+  e.download(&got, sizeof got);
+  const double want = cpu::attention_entropy(probs.data(), B * H * T, T);
+  BOOST_TEST(std::fabs(got - want) <= 1e-5 * want, "attention_entropy: " << got << " vs " << want);
+}

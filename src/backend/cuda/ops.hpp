@@ -82,4 +82,11 @@ void crossentropy_forward(float* losses, const float* logits, const int32_t* tar
 void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale,
                            cudaStream_t s = 0);
 
+// ---- reduce.cu: deterministic reductions into a device double (*out =), for the gradient norm and the
+// per-layer statistics; twins of cpu::sum_squares (= stats_sumsq), stats_maxabs, stats_sqdiff, attention_entropy
+void sum_squares(double* out, const float* x, size_t n, cudaStream_t s = 0);                 // Σ x²
+void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s = 0);                // max |x|
+void stats_sqdiff(double* out, const float* a, const float* b, size_t n, cudaStream_t s = 0);  // Σ (a − b)²
+void attention_entropy(double* out, const float* probs, int rows, int T, cudaStream_t s = 0);
+
 }  // namespace strata::cuda
