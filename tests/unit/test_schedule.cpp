@@ -5,6 +5,8 @@
 #define BOOST_TEST_MODULE schedule
 #include <boost/test/unit_test.hpp>
 #include <cmath>
+#include <map>
+#include <tuple>
 
 #include "core/error.hpp"
 #include "parallel/schedule.hpp"
@@ -74,6 +76,44 @@ BOOST_AUTO_TEST_CASE(every_schedule_completes_with_matched_messages_and_bounded_
                                                schedule_build_all({ScheduleKind::one_f_one_b, P, M, 1}), unit);
             BOOST_TEST(sim.bubble_time() <= ref.bubble_time() / v + 1e-9, tag << ": " << sim.bubble_time()
                                                                               << " vs " << ref.bubble_time());
+          }
+          checked++;
+        }
+  BOOST_TEST(checked > 100);
+}
+
+// Transports that match messages by order instead of by tag (NCCL's ncclSend/ncclRecv) need every directed
+// edge (sender stage, receiver stage, activations or gradients) to be FIFO: the receiver posts its receives in
+// the order the sender sends. Messages named by (micro-batch, receiving virtual stage).
+BOOST_AUTO_TEST_CASE(every_edge_is_fifo_for_order_matched_transports) {
+  int checked = 0;
+  for (int P : {2, 3, 4, 8})
+    for (int M : {1, 2, 3, 4, 8, 12, 16})
+      for (auto kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
+                        ScheduleKind::zb_h1})
+        for (int v : {1, 2, 3}) {
+          if ((kind == ScheduleKind::interleaved) != (v > 1)) continue;
+          if (kind == ScheduleKind::interleaved && M % P != 0) continue;
+          ScheduleSpec s{kind, P, M, v};
+          auto all = schedule_build_all(s);
+          // [grad][from][to] -> messages in order, as sent and as received.
+          using Seq = std::vector<std::pair<int, int>>;
+          std::map<std::tuple<bool, int, int>, Seq> sent, received;
+          for (int st = 0; st < P; st++)
+            for (const Action& a : all[st]) {
+              const int vs = a.chunk * P + st;
+              if (a.op == Op::send_act) sent[{false, st, a.peer}].push_back({a.mb, vs + 1});
+              if (a.op == Op::send_grad) sent[{true, st, a.peer}].push_back({a.mb, vs - 1});
+              if (a.op == Op::recv_act) received[{false, a.peer, st}].push_back({a.mb, vs});
+              if (a.op == Op::recv_grad) received[{true, a.peer, st}].push_back({a.mb, vs});
+            }
+          const std::string tag = std::string(schedule_kind_name(kind)) + " P=" + std::to_string(P) +
+                                  " M=" + std::to_string(M) + " v=" + std::to_string(v);
+          BOOST_TEST(sent.size() == received.size(), tag);
+          for (auto& [edge, seq] : sent) {
+            auto [grad, from, to] = edge;
+            BOOST_TEST((seq == received[edge]), tag << (grad ? " gradients " : " activations ") << from << " -> " << to
+                                                    << " are received in another order than sent");
           }
           checked++;
         }
