@@ -84,8 +84,11 @@ std::vector<Stack> stacks_of(const ParamLayout& l) {
   for (const TensorSpec& t : l.tensors) {
     auto [it, fresh] = at.emplace(stack_key(t), out.size());
     if (fresh) out.push_back({it->first, {}, {}});
-    out[it->second].rows.push_back(&t);
-    out[it->second].blocks.push_back(t.block);
+    Stack& s = out[it->second];
+    STRATA_CHECK(s.rows.empty() || (t.shape == s.rows[0]->shape && t.block > s.blocks.back()), "checkpoint: tensor ",
+                 t.name, " does not stack with ", s.rows.empty() ? "" : s.rows[0]->name, " (shape or block order)");
+    s.rows.push_back(&t);
+    s.blocks.push_back(t.block);
   }
   return out;
 }
@@ -128,7 +131,9 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
       // Block tensors: one dataset [rows, shape…] per kind, row i = block s.blocks[i]; this writer's rows.
       std::vector<hsize_t> dims = hdims(t0), rows;
       dims.insert(dims.begin(), hsize_t(s.rows.size()));
-      rows_buf.resize(s.rows.size() * t0.size);
+      size_t owned = 0;  // the staging buffer holds this writer's rows only
+      for (const TensorSpec* r : s.rows) owned += src(*r, k) != nullptr;
+      if (rows_buf.size() < owned * t0.size) rows_buf.resize(owned * t0.size);
       for (size_t i = 0; i < s.rows.size(); i++) {
         const float* p = src(*s.rows[i], k);
         if (!p) continue;
@@ -208,6 +213,17 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
   return path;
 }
 
+int checkpoint_format(const std::string& path) {
+  H5File f = H5File::open(path);
+  return f.has_attr("/", "strata_checkpoint_format") ? int(f.attr_i64("/", "strata_checkpoint_format")) : 1;
+}
+
+void checkpoint_check_format(const std::string& path) {
+  const int v = checkpoint_format(path);
+  STRATA_CHECK(v == 1 || v == kCheckpointFormat, path, ": checkpoint format ", v, " is not one this build reads (1, ",
+               kCheckpointFormat, "): resume it with the Strata that wrote it");
+}
+
 ModelConfig checkpoint_model_config(const std::string& path) {
   H5File f = H5File::open(path);
   ModelConfig m;
@@ -261,9 +277,7 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
   // Format 2 stacks each block tensor over the blocks ([rows, shape…], @blocks names each row's block);
   // files without the format attribute (written before it) hold one dataset per tensor.
   const bool stacked = f.has_attr("/", "strata_checkpoint_format");
-  if (stacked && f.attr_i64("/", "strata_checkpoint_format") != kCheckpointFormat)
-    fail(path, ": checkpoint format ", f.attr_i64("/", "strata_checkpoint_format"), " is not the ", kCheckpointFormat,
-         " this build reads");
+  if (stacked) checkpoint_check_format(path);
   std::map<std::string, std::vector<int64_t>> row_blocks;  // stacked dataset -> its @blocks
   auto read = [&](const std::string& prefix, const TensorSpec& t, float* dst) {
     if (!stacked || t.block < 0) return f.read_f32(prefix + (stacked ? stack_key(t) : t.name), dst, hdims(t));
@@ -271,7 +285,14 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
     auto it = row_blocks.find(obj);
     if (it == row_blocks.end()) {
       if (!f.exists(obj)) fail(path, ": dataset ", obj, " is missing (tensor ", t.name, ")");
-      it = row_blocks.emplace(obj, f.attr_i64s(obj, "blocks")).first;
+      std::vector<int64_t> b = f.attr_i64s(obj, "blocks");
+      const hsize_t rows = f.dims(obj).at(0);
+      bool increasing = true;
+      for (size_t i = 1; i < b.size(); i++) increasing = increasing && b[i] > b[i - 1];
+      if (b.size() != rows || !increasing)
+        fail(path, ": dataset ", obj, " has ", rows, " rows but its attribute blocks lists ", b.size(),
+             increasing ? "" : " (not increasing)", " (tensor ", t.name, ")");
+      it = row_blocks.emplace(obj, std::move(b)).first;
     }
     auto row = std::find(it->second.begin(), it->second.end(), int64_t(t.block));
     if (row == it->second.end()) fail(path, ": dataset ", obj, " has no row for block ", t.block, " (tensor ", t.name, ")");

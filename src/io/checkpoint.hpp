@@ -2,7 +2,8 @@
 // (step, data cursor, tokens seen, seed) and /config (the resolved TOML). Written atomically:
 // temporary name, flush, fsync, rename, then <dir>/latest names it.
 // Format 2 (root attribute strata_checkpoint_format = 2): each block tensor is stacked over the blocks, e.g.
-// /model/blocks/ffn/w_h [L, d, d_ffn], row i holding block @blocks[i] (one chunk per row, Fletcher32), so a
+// /model/blocks/ffn/w_h [L, d, d_ffn], row i holding block @blocks[i] (chunked by row, a row over 1 MiB split
+// along its first axis; Fletcher32), so a
 // 96-block model is ~50 datasets instead of ~3500 (HDF5's cost is per dataset); embeddings, final norm and
 // head are datasets of their own (/model/tok_embedding, …). Files without the attribute (format 1, one dataset
 // per tensor: /model/blocks/012/ffn/w_h) still load.
@@ -55,6 +56,10 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
 // Writes a checkpoint file at an exact path (no latest, no pruning), for tools and tests.
 void checkpoint_write_file(const std::string& path, const CheckpointView& c);
 
+// The file's format (1 where it has no strata_checkpoint_format attribute); check_format throws unless this
+// build reads it, so resume = "auto" stops instead of falling back past a file written by a newer Strata.
+int checkpoint_format(const std::string& path);
+void checkpoint_check_format(const std::string& path);
 ModelConfig checkpoint_model_config(const std::string& path);
 Config checkpoint_config(const std::string& path);
 // Reads weights (and moments where m, v are non-null, and state where st is non-null), checking every shape.

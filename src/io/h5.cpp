@@ -154,8 +154,8 @@ std::vector<hsize_t> mib_chunk(std::vector<hsize_t> dims) {
 hid_t H5File::create_f32(const std::string& obj, const std::vector<hsize_t>& dims, const std::vector<hsize_t>& chunk) {
   Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
   Handle dcpl{H5Pcreate(H5P_DATASET_CREATE), H5Pclose};
-  H5Pset_chunk(dcpl.id, int(chunk.size()), chunk.data());
-  H5Pset_fletcher32(dcpl.id);
+  if (H5Pset_chunk(dcpl.id, int(chunk.size()), chunk.data()) < 0 || H5Pset_fletcher32(dcpl.id) < 0)
+    fail(path_, ": dataset ", obj, ": chunk ", dims_text(chunk), " or Fletcher32 refused");
   H5Pset_obj_track_times(dcpl.id, 0);  // no timestamps: the same state gives the same bytes
   Handle p{lcpl(), H5Pclose};
   hid_t d = H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT);
@@ -181,7 +181,8 @@ void H5File::write_f32_rows(const std::string& obj, const float* data, const std
     while (j < rows.size() && rows[j] == rows[j - 1] + 1) j++;
     start[0] = rows[i];
     count[0] = j - i;
-    H5Sselect_hyperslab(fs.id, H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr);
+    if (H5Sselect_hyperslab(fs.id, H5S_SELECT_OR, start.data(), nullptr, count.data(), nullptr) < 0)
+      fail(path_, ": dataset ", obj, ": selecting rows ", rows[i], "-", rows[j - 1], " failed");
     i = j;
   }
   std::vector<hsize_t> mdims = dims;

@@ -288,6 +288,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       if (!note.empty()) say("warning: " + note), note.clear();
       ModelConfig cm;
       if (!model_of(cand, cm)) continue;
+      checkpoint_check_format(cand);
       checkpoint_check_model(cand, cm, mc);
       if (load_all(cand)) {
         resume_from = cand;
@@ -301,6 +302,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
     STRATA_CHECK(fs::exists(path), cfg.source, ": key checkpoint.resume = \"", path, "\": no such checkpoint file");
     ModelConfig cm;
     if (!model_of(path, cm)) throw AgreedError(str(path, ": not a readable checkpoint (key checkpoint.resume)"));
+    checkpoint_check_format(path);
     checkpoint_check_model(path, cm, mc);
     if (!load_all(path)) throw AgreedError(str(path, ": a dataset is unreadable (key checkpoint.resume; see above)"));
     resume_from = path;

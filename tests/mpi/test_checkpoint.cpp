@@ -12,6 +12,7 @@
 #include <cstring>
 #include <thread>
 
+#include "core/error.hpp"
 #include "io/checkpoint.hpp"
 #include "model/layout.hpp"
 #include "test_util.hpp"
@@ -122,6 +123,48 @@ BOOST_FIXTURE_TEST_CASE(format_2_stacks_block_tensors_and_format_1_files_still_l
     BOOST_TEST(st2.step == 42);
     BOOST_TEST(st2.data_cursor == 1234u);
   }
+  // A stack whose @blocks does not match its rows is refused, naming the dataset.
+  auto edit = test::run(std::string(STRATA_PYTHON) + " -c \"import h5py; f=h5py.File('" + a +
+                        "', 'r+'); f['model/blocks/ffn/w_h'].attrs['blocks'] = list(range(7))\"");
+  BOOST_TEST_REQUIRE(edit.code == 0, edit.out);
+  std::vector<float> p3(l.total);
+  try {
+    checkpoint_load(a, l, p3.data(), nullptr, nullptr, nullptr);
+    BOOST_ERROR("a stack with 8 rows and 7 blocks must be refused");
+  } catch (const Error& e) {
+    BOOST_TEST(std::string(e.what()).find("/model/blocks/ffn/w_h has 8 rows but its attribute blocks lists 7") !=
+                   std::string::npos, e.what());
+  }
+}
+
+BOOST_FIXTURE_TEST_CASE(interleaved_stages_write_mix_stacks_as_one_process_does, Fixture) {
+  // mix at 16 blocks: ln_out rows for blocks 0-3, ln_in rows for 4-15; P = 2 with 2 virtual stages each gives
+  // stage 1 the non-contiguous blocks 4-7 and 12-15 of every stack. The file must equal one process's.
+  const std::string mix = " --set model.norm=mix --set train.steps=4 --set checkpoint.interval=4";
+  auto r = train(cfg, 1, 1, dir + "/one", mix);
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  r = train(cfg, 2, 1, dir + "/inter", mix + " --set parallel.schedule=interleaved --set parallel.virtual_stages=2");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  ModelConfig mc = model();
+  mc.norm = "mix";
+  const ParamLayout l = layout_build(mc);
+  auto load_mix = [&](const std::string& path) {
+    State s{std::vector<float>(l.total), std::vector<float>(l.total), std::vector<float>(l.total), {}};
+    checkpoint_load(path, l, s.p.data(), s.m.data(), s.v.data(), &s.st);
+    return s;
+  };
+  State a = load_mix(dir + "/one/step-00000004.h5"), b = load_mix(dir + "/inter/step-00000004.h5");
+  BOOST_TEST(same(a.p, b.p));
+  BOOST_TEST(same(a.m, b.m));
+  BOOST_TEST(same(a.v, b.v));
+  // A file of a format this build does not read stops resume = "auto" instead of falling back past it.
+  auto edit = test::run(std::string(STRATA_PYTHON) + " -c \"import h5py; f=h5py.File('" + dir +
+                        "/one/step-00000004.h5', 'r+'); f.attrs['strata_checkpoint_format'] = 3\"");
+  BOOST_TEST_REQUIRE(edit.code == 0, edit.out);
+  r = train(cfg, 1, 1, dir + "/one", mix + " --set train.steps=6 --set checkpoint.resume=auto");
+  BOOST_TEST(r.code != 0, r.out);
+  BOOST_TEST(r.out.find("checkpoint format 3 is not one this build reads") != std::string::npos, r.out);
+  BOOST_TEST(r.out.find("resumed from") == std::string::npos, r.out);
 }
 
 BOOST_FIXTURE_TEST_CASE(resume_is_bit_exact_and_moves_between_layouts, Fixture) {
