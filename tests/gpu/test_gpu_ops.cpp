@@ -151,6 +151,43 @@ BOOST_AUTO_TEST_CASE(attention_against_cpu) {
   expect_close(host(dqkv_), dqkv, 1e-5, "attention_backward dqkv");
 }
 
+BOOST_AUTO_TEST_CASE(fused_attention_against_cpu) {
+  // hs = 16 (tiles of 32 rows) and hs = 96 (tiles of 16); T not a multiple of either tile.
+  for (auto [C, H] : {std::pair{48, 3}, std::pair{192, 2}}) {
+    const int B = 2, T = 45;
+    Vec qkv = rnd(B * T * 3 * C), dout = rnd(B * T * C);
+    Vec out(B * T * C), probs(size_t(B) * H * T * T), dqkv(B * T * 3 * C);
+    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
+    cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
+    // log Σ_j≤i exp(q_i·k_j/√hs) of every (b, h, i), in double.
+    const int hs = C / H;
+    Vec lse(size_t(B) * H * T);
+    for (int b = 0; b < B; b++)
+      for (int h = 0; h < H; h++)
+        for (int i = 0; i < T; i++) {
+          std::vector<double> sc(i + 1);
+          double mx = -1e300, sum = 0;
+          for (int j = 0; j <= i; j++) {
+            double d = 0;
+            for (int c = 0; c < hs; c++)
+              d += double(qkv[(size_t(b) * T + i) * 3 * C + h * hs + c]) * qkv[(size_t(b) * T + j) * 3 * C + C + h * hs + c];
+            sc[j] = d / std::sqrt(double(hs));
+            mx = std::max(mx, sc[j]);
+          }
+          for (double x : sc) sum += std::exp(x - mx);
+          lse[(size_t(b) * H + h) * T + i] = float(mx + std::log(sum));
+        }
+    auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(lse.size());
+    auto dqkv_ = poisoned(dqkv.size());
+    cuda::attention_fused_forward(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H);
+    expect_close(host(out_), out, 1e-5, "attention_fused_forward out");
+    expect_close(host(lse_), lse, 1e-5, "attention_fused_forward lse");
+    cuda::attention_fused_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
+                                   qkv_.as<float>(), B, T, C, H);
+    expect_close(host(dqkv_), dqkv, 1e-5, "attention_fused_backward dqkv");
+  }
+}
+
 BOOST_AUTO_TEST_CASE(activations_residual_and_scale_against_cpu) {
   const size_t n = 1027;
   for (auto a : {cpu::Activation::gelu_tanh, cpu::Activation::gelu, cpu::Activation::relu}) {

@@ -65,6 +65,12 @@ void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int B, int Tn, int C,
                         int H, cudaStream_t s = 0);
 
+// ---- flash_attention.cu: the same attention without the T×T matrix (memory O(T) per head): out [B,T,C] =,
+// lse [B,H,T] = (each query row's log-sum-exp, kept for the backward); dqkv [B,T,3C] = from out and lse ----
+void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+void attention_fused_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
+                              int B, int Tn, int C, int H, cudaStream_t s = 0);
+
 // ---- elementwise.cu ----
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0);
 void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0);
