@@ -31,6 +31,14 @@ __device__ void load_tile(float* sh, const float* base, int ld, int r0, int T, i
   }
 }
 
+// The key and value tile starting at row j0 (between barriers: the previous tile is no longer read).
+__device__ void load_kv(float* k, float* v, const float* base, int C, int j0, int T, int hs, int tile) {
+  __syncthreads();
+  load_tile(k, base + C, 3 * C, j0, T, hs, tile);
+  load_tile(v, base + 2 * C, 3 * C, j0, T, hs, tile);
+  __syncthreads();
+}
+
 __global__ void fwd(float* out, float* lse, const float* qkv, int T, int C, int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
@@ -42,10 +50,7 @@ __global__ void fwd(float* out, float* lse, const float* qkv, int T, int C, int 
   float m = -INFINITY, l = 0.0f;
   const int last = min(T, i0 + tile);  // keys 0 … last−1 can be seen by some row of the tile
   for (int j0 = 0; j0 < last; j0 += tile) {
-    __syncthreads();
-    load_tile(k, base + C, 3 * C, j0, T, hs, tile);
-    load_tile(v, base + 2 * C, 3 * C, j0, T, hs, tile);
-    __syncthreads();
+    load_kv(k, v, base, C, j0, T, hs, tile);
     if (i >= T) continue;
     for (int jj = 0; jj < tile && j0 + jj <= i; jj++) {
       float s = 0.0f;
@@ -135,10 +140,7 @@ __global__ void bwd_q(float* dqkv, const float* dout, const float* lse, const fl
   const float l = i < T ? lse[size_t(bh) * T + i] : 0.0f, Di = i < T ? D[size_t(bh) * T + i] : 0.0f;
   const int last = min(T, i0 + tile);
   for (int j0 = 0; j0 < last; j0 += tile) {
-    __syncthreads();
-    load_tile(k, base + C, 3 * C, j0, T, hs, tile);
-    load_tile(v, base + 2 * C, 3 * C, j0, T, hs, tile);
-    __syncthreads();
+    load_kv(k, v, base, C, j0, T, hs, tile);
     if (i >= T) continue;
     for (int jj = 0; jj < tile && j0 + jj <= i; jj++) {
       float s = 0.0f, dp = 0.0f;
