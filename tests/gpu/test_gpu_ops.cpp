@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/ops.hpp"
@@ -152,9 +153,11 @@ BOOST_AUTO_TEST_CASE(attention_against_cpu) {
 }
 
 BOOST_AUTO_TEST_CASE(fused_attention_against_cpu) {
-  // hs = 16 (tiles of 32 rows) and hs = 96 (tiles of 16); T not a multiple of either tile.
-  for (auto [C, H] : {std::pair{48, 3}, std::pair{192, 2}}) {
-    const int B = 2, T = 45;
+  // hs = 16 (tiles of 32 rows), 96 (tiles of 16) and 128 (over 48 KiB of shared memory in the backward);
+  // T below a tile, a multiple of one, and neither.
+  for (auto [C, H, T] : {std::tuple{48, 3, 45}, std::tuple{192, 2, 45}, std::tuple{256, 2, 37}, std::tuple{48, 3, 5},
+                         std::tuple{48, 3, 32}}) {
+    const int B = 2;
     Vec qkv = rnd(B * T * 3 * C), dout = rnd(B * T * C);
     Vec out(B * T * C), probs(size_t(B) * H * T * T), dqkv(B * T * 3 * C);
     cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);

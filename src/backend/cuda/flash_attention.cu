@@ -14,12 +14,20 @@ namespace strata::cuda {
 
 namespace {
 
-int tile_for(int hs) { return hs <= 64 ? 32 : 16; }
+constexpr int kMaxTile = 32;
+int tile_for(int hs) { return hs <= 64 ? kMaxTile : kMaxTile / 2; }
 size_t smem_for(int tile, int hs, int arrays) { return size_t(arrays) * tile * (hs + 1) * sizeof(float); }
 
-void allow_smem(const void* kernel, size_t bytes) {
-  if (bytes > 48 * 1024)
-    STRATA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+// Dynamic shared memory beyond the default 48 KiB is opt-in per kernel; beyond the device's opt-in maximum
+// (227 KiB on H100, 163 KiB on A100: head sizes of several hundred) the op is refused by name.
+void allow_smem(const void* kernel, size_t bytes, int hs) {
+  int dev = 0, optin = 0;
+  STRATA_CUDA_CHECK(cudaGetDevice(&dev));
+  STRATA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (bytes + 1024 > size_t(optin))
+    fail("attention_fused: head size ", hs, " needs ", bytes, " bytes of shared memory per block, the device allows ",
+         optin);
+  STRATA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
 // Loads rows [r0, r0 + tile) of one head's slice (row stride ld, columns col … col + hs) into sh (stride hs+1),
@@ -42,7 +50,7 @@ __device__ void load_kv(float* k, float* v, const float* base, int C, int j0, in
 __global__ void fwd(float* out, float* lse, const float* qkv, int T, int C, int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, i0 = blockIdx.x * tile, i = i0 + threadIdx.x;
+  const int bh = blockIdx.x, b = bh / H, h = bh % H, i0 = blockIdx.y * tile, i = i0 + threadIdx.x;
   float *q = sm, *o = q + tile * st, *k = o + tile * st, *v = k + tile * st;
   const float* base = qkv + size_t(b) * T * 3 * C + h * hs;
   load_tile(q, base, 3 * C, i0, T, hs, tile);
@@ -85,10 +93,10 @@ __global__ void bwd_kv(float* dqkv, const float* dout, const float* lse, const f
                        int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, j0 = blockIdx.x * tile, j = j0 + threadIdx.x;
+  const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * tile, j = j0 + threadIdx.x;
   float *k = sm, *v = k + tile * st, *dk = v + tile * st, *dv = dk + tile * st, *q = dv + tile * st,
         *dO = q + tile * st;
-  __shared__ float lse_t[32], D_t[32];
+  __shared__ float lse_t[kMaxTile], D_t[kMaxTile];
   const float* base = qkv + size_t(b) * T * 3 * C + h * hs;
   load_tile(k, base + C, 3 * C, j0, T, hs, tile);
   load_tile(v, base + 2 * C, 3 * C, j0, T, hs, tile);
@@ -97,8 +105,8 @@ __global__ void bwd_kv(float* dqkv, const float* dout, const float* lse, const f
     __syncthreads();
     load_tile(q, base, 3 * C, i0, T, hs, tile);
     load_tile(dO, dout + size_t(b) * T * C + h * hs, C, i0, T, hs, tile);
-    if (int(threadIdx.x) < tile) {
-      const int i = i0 + threadIdx.x;
+    {
+      const int i = i0 + threadIdx.x;  // blockDim.x = tile ≤ kMaxTile
       lse_t[threadIdx.x] = i < T ? lse[size_t(bh) * T + i] : 0.0f;
       D_t[threadIdx.x] = i < T ? D[size_t(bh) * T + i] : 0.0f;
     }
@@ -131,7 +139,7 @@ __global__ void bwd_q(float* dqkv, const float* dout, const float* lse, const fl
                       int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, i0 = blockIdx.x * tile, i = i0 + threadIdx.x;
+  const int bh = blockIdx.x, b = bh / H, h = bh % H, i0 = blockIdx.y * tile, i = i0 + threadIdx.x;
   float *q = sm, *dO = q + tile * st, *dq = dO + tile * st, *k = dq + tile * st, *v = k + tile * st;
   const float* base = qkv + size_t(b) * T * 3 * C + h * hs;
   load_tile(q, base, 3 * C, i0, T, hs, tile);
@@ -163,8 +171,8 @@ void attention_fused_forward(float* out, float* lse, const float* qkv, int B, in
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const size_t smem = smem_for(tile, hs, 4);
-  allow_smem(reinterpret_cast<const void*>(fwd), smem);
-  fwd<<<dim3(blocks_for(size_t(Tn), tile), B * H), tile, smem, s>>>(out, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(hs)));
+  allow_smem(reinterpret_cast<const void*>(fwd), smem, hs);
+  fwd<<<dim3(B * H, blocks_for(size_t(Tn), tile)), tile, smem, s>>>(out, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(hs)));
   STRATA_CUDA_LAUNCHED();
 }
 
@@ -173,13 +181,13 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const float scale = 1.0f / std::sqrt(float(hs));
-  auto* D = static_cast<float*>(scratch(4, size_t(B) * H * Tn * sizeof(float), s));
+  auto* D = static_cast<float*>(scratch(4, size_t(B) * H * Tn * sizeof(float), s));  // slot 4: in stream order
   row_dot<<<blocks_for(size_t(B) * H * Tn, 256), 256, 0, s>>>(D, dout, out, B, Tn, C, H);
   STRATA_CUDA_LAUNCHED();
   const size_t smem_kv = smem_for(tile, hs, 6), smem_q = smem_for(tile, hs, 5);
-  allow_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv);
-  allow_smem(reinterpret_cast<const void*>(bwd_q), smem_q);
-  const dim3 grid(blocks_for(size_t(Tn), tile), B * H);
+  allow_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv, hs);
+  allow_smem(reinterpret_cast<const void*>(bwd_q), smem_q, hs);
+  const dim3 grid(B * H, blocks_for(size_t(Tn), tile));  // x: up to 2³¹−1 heads; y: up to 65535 tiles
   bwd_kv<<<grid, tile, smem_kv, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();
   bwd_q<<<grid, tile, smem_q, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
