@@ -1,0 +1,119 @@
+// bench_gpu_ops.cpp: GPU op throughput for the shapes of one block of the d = 1024, L = 24, T = 1024 model
+// (issue 6's MFU target), fp32 and bf16: the four GEMMs forward and backward (TFLOP/s, and % of the bf16 dense
+// peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
+// against fused (no T×T matrix), with the memory each needs. Run by tests/gpu/check.sh; prints one line per op.
+// Usage: bench_gpu_ops [--batch 8] [--seq 1024] [--d 1024] [--heads 16] [--peak-tflops X]
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+
+#include "backend/cuda/ops.hpp"
+
+using namespace strata;
+
+namespace {
+
+double time_ms(const std::function<void()>& f, int reps = 10) {
+  f();  // warm-up (cuBLAS heuristics, scratch growth)
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a);
+  for (int i = 0; i < reps; i++) f();
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / reps;
+}
+
+double peak_for(const std::string& name) {  // bf16 dense TFLOP/s of the usual parts (vendor data sheets)
+  if (name.find("H200") != std::string::npos || name.find("H100") != std::string::npos) return 989.0;
+  if (name.find("A100") != std::string::npos) return 312.0;
+  if (name.find("L40S") != std::string::npos) return 362.0;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int B = 8, T = 1024, d = 1024, H = 16;
+  double peak = 0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--batch")) B = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--seq")) T = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--d")) d = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--heads")) H = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--peak-tflops")) peak = std::atof(argv[i + 1]);
+  }
+  if (cuda::device_count() == 0) {
+    std::printf("bench_gpu_ops: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
+    return 77;
+  }
+  cuda::set_device(0);
+  const std::string name = cuda::device_name(0);
+  if (peak == 0) peak = peak_for(name);
+  const int N = B * T, dffn = 4 * d;
+  std::printf("bench_gpu_ops on %s: B=%d T=%d d=%d H=%d (N=%d tokens), bf16 dense peak %.0f TFLOP/s\n", name.c_str(),
+              B, T, d, H, N, peak);
+  // Operands sized for the largest shape: activations [N, d_ffn], weights [d_ffn, d] (≥ d·3d).
+  cuda::Buffer x(size_t(N) * dffn * 4), y(size_t(N) * dffn * 4), w(size_t(dffn) * d * 4), g(size_t(dffn) * d * 4);
+  x.fill_bytes(0);
+  w.fill_bytes(0);
+  struct Shape {
+    const char* name;
+    int IC, OC;
+  } shapes[] = {{"qkv", d, 3 * d}, {"attn out", d, d}, {"ffn up", d, dffn}, {"ffn down", dffn, d}};
+  for (auto p : {cuda::Precision::fp32, cuda::Precision::bf16}) {
+    double total_flop = 0, total_ms = 0;
+    for (const Shape& s : shapes) {
+      const double flop = 2.0 * N * s.IC * s.OC * 3;  // forward, input gradient, weight gradient
+      const double ms = time_ms([&] {
+        cuda::matmul_forward(y.as<float>(), x.as<float>(), w.as<float>(), nullptr, N, s.IC, s.OC, p);
+        cuda::matmul_backward_input(x.as<float>(), y.as<float>(), w.as<float>(), N, s.IC, s.OC, false, p);
+        cuda::matmul_backward_weight(g.as<float>(), nullptr, y.as<float>(), x.as<float>(), N, s.IC, s.OC, p);
+      });
+      total_flop += flop, total_ms += ms;
+      std::printf("gemm %-4s %-9s [%d,%d]x[%d,%d] fwd+bwd %8.3f ms %7.1f TFLOP/s %5.1f%% of peak\n",
+                  p == cuda::Precision::fp32 ? "fp32" : "bf16", s.name, N, s.IC, s.IC, s.OC, ms, flop / ms / 1e9,
+                  peak > 0 ? 100 * flop / ms / 1e9 / peak : 0.0);
+    }
+    std::printf("gemm %-4s all four: %7.1f TFLOP/s, %5.1f%% of the bf16 peak (the block's GEMMs alone)\n",
+                p == cuda::Precision::fp32 ? "fp32" : "bf16", total_flop / total_ms / 1e9,
+                peak > 0 ? 100 * total_flop / total_ms / 1e9 / peak : 0.0);
+  }
+  // Attention: unfused keeps probs [B,H,T,T]; fused keeps lse [B,H,T].
+  const size_t probs = size_t(B) * H * T * T;
+  cuda::Buffer qkv(size_t(N) * 3 * d * 4), out(size_t(N) * d * 4), dout(size_t(N) * d * 4), dqkv(size_t(N) * 3 * d * 4),
+      lse(size_t(B) * H * T * 4);
+  qkv.fill_bytes(0);
+  dout.fill_bytes(0);
+  const double flop = 4.0 * B * T * T * d / 2 * 3.5;  // causal half of QKᵀ and PV, backward ≈ 2.5× forward
+  double ms_f = time_ms([&] {
+    cuda::attention_fused_forward(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H);
+    cuda::attention_fused_backward(dqkv.as<float>(), dout.as<float>(), out.as<float>(), lse.as<float>(),
+                                   qkv.as<float>(), B, T, d, H);
+  }, 3);
+  std::printf("attention fused   fwd+bwd %8.3f ms %7.1f TFLOP/s, keeps %8.1f MiB (lse)\n", ms_f, flop / ms_f / 1e9,
+              double(B) * H * T * 4 / 1048576);
+  size_t free_b = 0, total_b = 0;
+  cudaMemGetInfo(&free_b, &total_b);
+  if (probs * 4 < free_b / 2) {
+    cuda::Buffer P(probs * 4);
+    double ms_u = time_ms([&] {
+      cuda::attention_forward(out.as<float>(), P.as<float>(), qkv.as<float>(), B, T, d, H);
+      cuda::attention_backward(dqkv.as<float>(), dout.as<float>(), P.as<float>(), qkv.as<float>(), B, T, d, H);
+    }, 3);
+    std::printf("attention unfused fwd+bwd %8.3f ms %7.1f TFLOP/s, keeps %8.1f MiB (probs)\n", ms_u, flop / ms_u / 1e9,
+                double(probs) * 4 / 1048576);
+  } else {
+    std::printf("attention unfused: probs of %.1f GiB do not fit\n", double(probs) * 4 / (1 << 30));
+  }
+  return 0;
+}
