@@ -6,8 +6,9 @@ P·M/(M+P−1), and stage 0's activation memory of each schedule against gpipe's
 Usage: bench/bench_pipeline.py [--steps 14] [--repeat 3] [--pipeline 2] [--strata build/strata]
 The first 2 steps of a run are warm-up; a run's figure is the median step time of the rest. Runs are taken in
 turns (P=1, then every schedule, then again) so that drifts in this shared machine's speed fall on all rows
-alike; each row gives the median over --repeat runs and the best run (on a shared VM noise only ever adds
-time, so the best run is the steadiest estimate of what the schedule can do).
+alike; each row gives the median over --repeat runs, the median of the paired ratios (run i of P=1 over run i
+of the schedule, taken minutes apart, so slow drifts cancel) and the best run (on a shared VM noise only ever
+adds time, so the best run is the steadiest estimate of what the schedule can do).
 """
 import argparse
 import json
@@ -65,15 +66,17 @@ def main():
     print(f"bench-96L, {M} micro-batches of {8 // M} sequence(s), 1 thread per rank, median of {a.repeat} runs; "
           f"P=1 step {base:.1f} ms (runs: {', '.join(f'{t:.0f}' for t in times['base'])})")
     print(f"{'schedule':<12} {'P=' + str(P) + ' ms':>9} {'speedup':>8} {'ideal':>6} {'of ideal':>9} "
-          f"{'best-run':>9} {'stage-0 act MiB':>16} {'vs gpipe':>9}  runs (ms)")
+          f"{'paired':>7} {'best-run':>9} {'stage-0 act MiB':>16} {'vs gpipe':>9}  runs (ms)")
     rows = {s: (statistics.median(times[s]), mems[s]) for s in kinds}
     gp_mem = rows["gpipe"][1] if "gpipe" in rows else float("nan")
     for s, (ms, mem) in rows.items():
         sp = base / ms
         best = best_base / min(times[s])
-        print(f"{s:<12} {ms:>9.1f} {sp:>8.2f} {ideal:>6.2f} {100 * sp / ideal:>8.1f}% {100 * best / ideal:>8.1f}% "
+        paired = statistics.median(b / t for b, t in zip(times["base"], times[s]))
+        print(f"{s:<12} {ms:>9.1f} {sp:>8.2f} {ideal:>6.2f} {100 * sp / ideal:>8.1f}% {100 * paired / ideal:>6.1f}% "
+              f"{100 * best / ideal:>8.1f}% "
               f"{mem / 2**20:>16.2f} {mem / gp_mem:>9.3f}  {', '.join(f'{t:.0f}' for t in times[s])}", flush=True)
-    print(f"'of ideal' from medians, 'best-run' from the fastest run of each row; "
+    print(f"'of ideal' from medians, 'paired' the median of per-round ratios, 'best-run' from the fastest runs; "
           f"bound for 1f1b's stage-0 memory: P/M = {P / M:.3f} of gpipe's")
 
 
