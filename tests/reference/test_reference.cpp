@@ -35,10 +35,11 @@ struct Case {
 std::ostream& operator<<(std::ostream& os, const Case& c) { return os << c.name(); }
 
 const std::vector<Case> kCases = {
-    {"post", "gelu_tanh"}, {"res_post", "gelu_tanh"}, {"pre", "gelu_tanh"}, {"peri", "gelu_tanh"},
-    {"deepnorm", "gelu_tanh"}, {"pre", "gelu"}, {"post", "relu"},
+    {"post", "gelu_tanh", 3, 0.25, ""}, {"res_post", "gelu_tanh", 3, 0.25, ""}, {"pre", "gelu_tanh", 3, 0.25, ""},
+    {"peri", "gelu_tanh", 3, 0.25, ""}, {"deepnorm", "gelu_tanh", 3, 0.25, ""}, {"pre", "gelu", 3, 0.25, ""},
+    {"post", "relu", 3, 0.25, ""},
     // mix at L = 4: 1 post-norm block (the default f = 0.25), then 2
-    {"mix", "gelu_tanh", 4, 0.25}, {"mix", "gelu_tanh", 4, 0.5},
+    {"mix", "gelu_tanh", 4, 0.25, ""}, {"mix", "gelu_tanh", 4, 0.5, ""},
     // each init scheme's own initial weights
     {"pre", "gelu_tanh", 3, 0.25, "gpt2"}, {"post", "gelu_tanh", 3, 0.25, "normal"},
     {"mix", "gelu_tanh", 4, 0.5, "xavier"}, {"deepnorm", "gelu_tanh", 3, 0.25, "deepnet"},
