@@ -41,13 +41,18 @@ def main():
                 size = float(m.group(1))
                 speeds.append(size / float(m.group(2)))
         ck = statistics.median(speeds)
-        # Plain sequential write of the same size, same disk, fsync'd.
-        dd = subprocess.run(["dd", "if=/dev/zero", f"of={tmp}/plain", "bs=1M", f"count={max(1, int(size))}",
-                             "conv=fsync"], capture_output=True, text=True).stderr
-        plain = float(re.search(r"copied, ([\d.]+) s", dd).group(1))
-        plain_mbs = max(1, int(size)) * 1.048576 / plain
+        # Plain sequential write of the same size, same disk, fsync'd: the median of --repeat writes (this
+        # disk's speed varies from minute to minute).
+        plains = []
+        for i in range(a.repeat):
+            dd = subprocess.run(["dd", "if=/dev/zero", f"of={tmp}/plain", "bs=1M", f"count={max(1, int(size))}",
+                                 "conv=fsync"], capture_output=True, text=True).stderr
+            plains.append(max(1, int(size)) * 1.048576 / float(re.search(r"copied, ([\d.]+) s", dd).group(1)))
+            os.remove(f"{tmp}/plain")
+        plain_mbs = statistics.median(plains)
         print(f"{a.config}: checkpoint {size:.1f} MB: Strata {ck:.0f} MB/s (median of {len(speeds)}), "
-              f"plain dd write {plain_mbs:.0f} MB/s -> {100 * ck / plain_mbs:.0f}% of plain")
+              f"plain dd write {plain_mbs:.0f} MB/s (median of {len(plains)}) -> {100 * ck / plain_mbs:.0f}% of plain "
+              f"(runs: Strata {', '.join(f'{x:.0f}' for x in speeds)}; dd {', '.join(f'{x:.0f}' for x in plains)})")
         # Statistics cost: median step time with stats.interval = 1 against none, alternating runs.
         t = {0: [], 1: []}
         for i in range(a.repeat):

@@ -1,6 +1,9 @@
 // h5.cpp: HDF5 C API calls with their errors turned into one-line strata::Error messages.
 #include "io/h5.hpp"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "core/error.hpp"
@@ -46,7 +49,15 @@ H5File H5File::create(const std::string& path) {
   hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   if (f < 0) fail(path, ": cannot create HDF5 file");
-  return H5File(f, path);
+  H5File h(f, path);
+  h.writeback_fd_ = ::open(path.c_str(), O_RDONLY);  // -1: start_writeback does nothing
+  return h;
+}
+
+void H5File::start_writeback() {
+#ifdef __linux__
+  if (writeback_fd_ >= 0) sync_file_range(writeback_fd_, 0, 0, SYNC_FILE_RANGE_WRITE);  // advisory: errors ignored
+#endif
 }
 
 H5File H5File::create_parallel(const std::string& path, MPI_Comm comm) {
@@ -89,6 +100,7 @@ H5File H5File::open(const std::string& path) {
 }
 
 H5File::~H5File() {
+  if (writeback_fd_ >= 0) ::close(writeback_fd_);
   if (dxpl_ != H5P_DEFAULT) H5Pclose(dxpl_);
   if (id_ >= 0) H5Fclose(id_);
 }
@@ -98,6 +110,7 @@ void H5File::close() {
   herr_t a = H5Fflush(id_, H5F_SCOPE_GLOBAL);
   herr_t b = H5Fclose(id_);
   id_ = -1;
+  if (writeback_fd_ >= 0) ::close(writeback_fd_), writeback_fd_ = -1;
   if (dxpl_ != H5P_DEFAULT) H5Pclose(dxpl_), dxpl_ = H5P_DEFAULT;
   if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed");
 }
