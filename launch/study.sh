@@ -137,7 +137,8 @@ if [ $SLURM = 1 ]; then
     cells "$CELLS/$kind.txt" | while read -r name rest; do
       echo "$rest checkpoint.dir=$RUNS/$kind/$name train.threads=${THREADS/#0/2}"
     done > "$sweep"
-    ids+=("$(launch/slurm/submit_sweep.sh "$sweep" --ntasks=1 --cpus-per-task="${THREADS/#0/2}" "${SBATCH_OPTS[@]}" \
+    ids+=("$(launch/slurm/submit_sweep.sh "$sweep" --ntasks=1 --cpus-per-task="${THREADS/#0/2}" \
+               --output="$RUNS/$kind-%A_%a.out" "${SBATCH_OPTS[@]}" \
                -- --config "$BASE")")
   done
   dep=$(IFS=:; echo "${ids[*]}")

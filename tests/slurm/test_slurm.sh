@@ -162,4 +162,6 @@ done
 [ -f "$work/studyreport/README.md" ] && [ -f "$work/studyreport/xiong.png" ] && [ -f "$work/studyreport/loss_L2.png" ] ||
   fail "no report from job $rid: $(ls "$work/studyreport" 2>&1; tail -5 "$work/studyruns"/report-*.out 2>&1)"
 grep -q "L2-post" "$work/studyreport/README.md" || fail "the report has no L2-post row"
+ls "$src"/slurm-*.out 2>/dev/null && fail "study.sh --slurm left job output files in the source tree"
+ls "$work/studyruns"/xiong-*_0.out > /dev/null || fail "no array job output in $work/studyruns"
 echo "PASS: study.sh --slurm ran 6 cells as 2 job arrays and report job $rid wrote $work/studyreport"
