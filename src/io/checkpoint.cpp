@@ -133,16 +133,13 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
       dims.insert(dims.begin(), hsize_t(s.rows.size()));
       // This writer's rows, copied into a staging buffer of these rows only (a strided memory selection over
       // the parameters instead makes HDF5 1.10 gather 5× slower than the copy).
-      size_t owned = 0;
-      for (size_t i = 0; i < s.rows.size(); i++) owned += src(*s.rows[i], k) != nullptr;
-      if (rows_buf.size() < owned * t0.size) rows_buf.resize(owned * t0.size);
+      std::vector<const float*> mine;
+      for (size_t i = 0; i < s.rows.size(); i++)
+        if (const float* p = src(*s.rows[i], k)) mine.push_back(p), rows.push_back(i);
+      if (rows_buf.size() < mine.size() * t0.size) rows_buf.resize(mine.size() * t0.size);
+      for (size_t i = 0; i < mine.size(); i++) std::copy(mine[i], mine[i] + t0.size, rows_buf.begin() + i * t0.size);
       // The test hook: delay_ms per block of the stack, for each of weights, m and v, on every rank.
       if (delay_ms > 0 && s.key == "blocks/attn/w_qkv") usleep(useconds_t(delay_ms) * 1000 * s.rows.size());
-      for (size_t i = 0; i < s.rows.size(); i++)
-        if (const float* p = src(*s.rows[i], k)) {
-          std::copy(p, p + t0.size, rows_buf.begin() + rows.size() * t0.size);
-          rows.push_back(i);
-        }
       f.write_f32_rows(obj, rows_buf.data(), dims, rows);
       f.attr_i64s(obj, "blocks", s.blocks);
       f.start_writeback();  // the disk works on this stack while the next one is built
@@ -216,16 +213,19 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
   return path;
 }
 
-int checkpoint_format(const std::string& path) {
-  H5File f = H5File::open(path);
+namespace {
+int format_of(const H5File& f) {
   return f.has_attr("/", "strata_checkpoint_format") ? int(f.attr_i64("/", "strata_checkpoint_format")) : 1;
 }
-
-void checkpoint_check_format(const std::string& path) {
-  const int v = checkpoint_format(path);
+void check_format(const std::string& path, int v) {
   STRATA_CHECK(v == 1 || v == kCheckpointFormat, path, ": checkpoint format ", v, " is not one this build reads (1, ",
                kCheckpointFormat, "): resume it with the Strata that wrote it");
 }
+}  // namespace
+
+int checkpoint_format(const std::string& path) { return format_of(H5File::open(path)); }
+
+void checkpoint_check_format(const std::string& path) { check_format(path, checkpoint_format(path)); }
 
 ModelConfig checkpoint_model_config(const std::string& path) {
   H5File f = H5File::open(path);
@@ -279,8 +279,9 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
   H5File f = H5File::open(path);
   // Format 2 stacks each block tensor over the blocks ([rows, shape…], @blocks names each row's block);
   // files without the format attribute (written before it) hold one dataset per tensor.
-  const bool stacked = f.has_attr("/", "strata_checkpoint_format");
-  if (stacked) checkpoint_check_format(path);
+  const int format = format_of(f);
+  check_format(path, format);
+  const bool stacked = format == kCheckpointFormat;
   std::map<std::string, std::vector<int64_t>> row_blocks;  // stacked dataset -> its @blocks
   auto read = [&](const std::string& prefix, const TensorSpec& t, float* dst) {
     if (!stacked || t.block < 0) return f.read_f32(prefix + (stacked ? stack_key(t) : t.name), dst, hdims(t));

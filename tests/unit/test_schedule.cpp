@@ -22,22 +22,32 @@ int count(const std::vector<std::vector<Action>>& all, Op op) {
   return n;
 }
 
-}  // namespace
-
-BOOST_AUTO_TEST_CASE(every_schedule_completes_with_matched_messages_and_bounded_memory) {
-  const CostModel unit{1, 1, 1, 0};
-  int checked = 0;
-  for (int P : {1, 2, 4, 8})
+// Calls f(spec, tag) for every valid (kind, P ∈ Ps, M, v) the schedule tests cover; returns how many.
+template <class F>
+int for_each_spec(std::initializer_list<int> Ps, F&& f) {
+  int n = 0;
+  for (int P : Ps)
     for (int M : {1, 2, 3, 4, 8, 12, 16})
       for (auto kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
                         ScheduleKind::zb_h1})
         for (int v : {1, 2, 3}) {
           if ((kind == ScheduleKind::interleaved) != (v > 1)) continue;
           if (kind == ScheduleKind::interleaved && M % P != 0) continue;
-          ScheduleSpec s{kind, P, M, v};
+          f(ScheduleSpec{kind, P, M, v}, std::string(schedule_kind_name(kind)) + " P=" + std::to_string(P) +
+                                             " M=" + std::to_string(M) + " v=" + std::to_string(v));
+          n++;
+        }
+  return n;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(every_schedule_completes_with_matched_messages_and_bounded_memory) {
+  const CostModel unit{1, 1, 1, 0};
+  const int checked = for_each_spec({1, 2, 4, 8}, [&](const ScheduleSpec& s, const std::string& tag) {
+          const int P = s.P, M = s.M, v = s.v;
+          const ScheduleKind kind = s.kind;
           auto all = schedule_build_all(s);
-          const std::string tag = std::string(schedule_kind_name(kind)) + " P=" + std::to_string(P) +
-                                  " M=" + std::to_string(M) + " v=" + std::to_string(v);
           BOOST_TEST(count(all, Op::send_act) == count(all, Op::recv_act), tag);
           BOOST_TEST(count(all, Op::send_grad) == count(all, Op::recv_grad), tag);
           BOOST_TEST(count(all, Op::send_act) == M * (P * v - 1), tag);
@@ -77,8 +87,7 @@ BOOST_AUTO_TEST_CASE(every_schedule_completes_with_matched_messages_and_bounded_
             BOOST_TEST(sim.bubble_time() <= ref.bubble_time() / v + 1e-9, tag << ": " << sim.bubble_time()
                                                                               << " vs " << ref.bubble_time());
           }
-          checked++;
-        }
+        });
   BOOST_TEST(checked > 100);
 }
 
@@ -86,15 +95,8 @@ BOOST_AUTO_TEST_CASE(every_schedule_completes_with_matched_messages_and_bounded_
 // edge (sender stage, receiver stage, activations or gradients) to be FIFO: the receiver posts its receives in
 // the order the sender sends. Messages named by (micro-batch, receiving virtual stage).
 BOOST_AUTO_TEST_CASE(every_edge_is_fifo_for_order_matched_transports) {
-  int checked = 0;
-  for (int P : {2, 3, 4, 8})
-    for (int M : {1, 2, 3, 4, 8, 12, 16})
-      for (auto kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved,
-                        ScheduleKind::zb_h1})
-        for (int v : {1, 2, 3}) {
-          if ((kind == ScheduleKind::interleaved) != (v > 1)) continue;
-          if (kind == ScheduleKind::interleaved && M % P != 0) continue;
-          ScheduleSpec s{kind, P, M, v};
+  const int checked = for_each_spec({2, 3, 4, 8}, [&](const ScheduleSpec& s, const std::string& tag) {
+          const int P = s.P;
           auto all = schedule_build_all(s);
           // [grad][from][to] -> messages in order, as sent and as received.
           using Seq = std::vector<std::pair<int, int>>;
@@ -107,16 +109,13 @@ BOOST_AUTO_TEST_CASE(every_edge_is_fifo_for_order_matched_transports) {
               if (a.op == Op::recv_act) received[{false, a.peer, st}].push_back({a.mb, vs});
               if (a.op == Op::recv_grad) received[{true, a.peer, st}].push_back({a.mb, vs});
             }
-          const std::string tag = std::string(schedule_kind_name(kind)) + " P=" + std::to_string(P) +
-                                  " M=" + std::to_string(M) + " v=" + std::to_string(v);
           BOOST_TEST(sent.size() == received.size(), tag);
           for (auto& [edge, seq] : sent) {
             auto [grad, from, to] = edge;
             BOOST_TEST((seq == received[edge]), tag << (grad ? " gradients " : " activations ") << from << " -> " << to
                                                     << " are received in another order than sent");
           }
-          checked++;
-        }
+        });
   BOOST_TEST(checked > 100);
 }
 
