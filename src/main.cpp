@@ -11,6 +11,9 @@
 #include "data/prepare.hpp"
 #include "parallel/schedule.hpp"
 #include "train/commands.hpp"
+#ifdef STRATA_HAVE_CUDA
+#include "backend/cuda/runtime.hpp"
+#endif
 
 namespace {
 
@@ -54,6 +57,9 @@ int train_main(int argc, char** argv, const std::string& file, const std::vector
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef STRATA_HAVE_CUDA
+  strata::register_cuda_runtime();  // train.device = "cuda" (backend/gpu_runtime.hpp); touches no device yet
+#endif
   CLI::App app{"Strata: a trainer for very deep decoder-only Transformers with selectable LayerNorm placement"};
   app.require_subcommand(1);
 

@@ -43,6 +43,8 @@ void config_visit(C& c, F&& f) {
   f("train", "adam_eps", c.train.adam_eps);
   f("train", "seed", c.train.seed);
   f("train", "threads", c.train.threads);
+  f("train", "device", c.train.device);
+  f("train", "precision", c.train.precision);
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
   f("train", "exit_interval", c.train.exit_interval);
@@ -250,8 +252,16 @@ void config_validate(const Config& c) {
                ", parallel.data = ", p.data, " and parallel.virtual_stages = ", p.virtual_stages, " must be >= 1");
   STRATA_CHECK(p.schedule == "gpipe" || p.schedule == "1f1b" || p.schedule == "interleaved" || p.schedule == "zb-h1",
                src, ": key parallel.schedule = \"", p.schedule, "\" is not one of gpipe, 1f1b, interleaved, zb-h1");
-  STRATA_CHECK(p.transport == "mpi", src, ": key parallel.transport = \"", p.transport,
-               "\": this build has the mpi transport only");
+  STRATA_CHECK(t.device == "cpu" || t.device == "cuda", src, ": key train.device = \"", t.device,
+               "\" is not one of cpu, cuda");
+  STRATA_CHECK(t.precision == "fp32" || t.precision == "bf16", src, ": key train.precision = \"", t.precision,
+               "\" is not one of fp32, bf16");
+  STRATA_CHECK(t.precision == "fp32" || t.device == "cuda", src, ": key train.precision = \"", t.precision,
+               "\" needs train.device = \"cuda\" (train.device = \"", t.device, "\" computes in fp32)");
+  STRATA_CHECK(p.transport == "mpi" || p.transport == "nccl", src, ": key parallel.transport = \"", p.transport,
+               "\" is not one of mpi, nccl");
+  STRATA_CHECK(p.transport == "mpi" || t.device == "cuda", src, ": key parallel.transport = \"", p.transport,
+               "\" moves GPU buffers: it needs train.device = \"cuda\" (train.device = \"", t.device, "\")");
   STRATA_CHECK(t.batch_size % p.data == 0 && (t.batch_size / p.data) % t.micro_batch_size == 0, src,
                ": train.batch_size = ", t.batch_size, " must split into parallel.data = ", p.data,
                " replicas of whole micro-batches of train.micro_batch_size = ", t.micro_batch_size);

@@ -38,6 +38,8 @@ struct TrainConfig {
   double adam_eps = 1e-8;
   int64_t seed = 1337;
   int threads = 0;  // 0: all cores
+  std::string device = "cpu";     // cpu | cuda (each rank takes the GPU of its local rank)
+  std::string precision = "fp32";  // fp32 | bf16 (cuda: bf16 GEMMs, fp32 master weights and moments)
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)
@@ -70,7 +72,7 @@ struct ParallelConfig {
   std::string schedule = "1f1b";   // gpipe | 1f1b | interleaved | zb-h1
   int virtual_stages = 1;          // model chunks per rank (interleaved)
   std::string partition = "uniform";  // "uniform" or blocks per (virtual) stage, e.g. "[23, 25, 25, 23]"
-  std::string transport = "mpi";   // mpi (nccl arrives with the GPU backend)
+  std::string transport = "mpi";   // mpi (host memory; GPU buffers staged through it) | nccl (GPU to GPU)
 };
 
 struct StatsConfig {

@@ -58,6 +58,7 @@ void Model::init(uint64_t seed) {
       p[i] = float(s * rng_normal(seed, stream, i));
     }
   }
+  push_params();
 }
 
 }  // namespace strata

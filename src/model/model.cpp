@@ -10,27 +10,31 @@
 
 namespace strata {
 
-using namespace cpu;
+using cpu::Activation;
 
 // Everything one micro-batch keeps between its forward and its backward passes.
 struct Model::Slot {
   int B = 0, T = 0;  // capacity
   int b = 0, t = 0;  // in use
   bool used = false, pending_w = false;
-  std::vector<float> arena;      // every activation below, one allocation
+  Array<float> arena;            // every activation below, one allocation
   std::vector<SubActs> acts;     // [2·nblocks]: block k attn = 2k, ffn = 2k+1
   float *x0 = nullptr;           // [N,d] embedding output (first stage) or received input
   float *xf = nullptr, *fn_mean = nullptr, *fn_rstd = nullptr, *logits = nullptr, *losses = nullptr;  // head
   // Deferred W inputs, allocated on the first deferred backward: ∂/∂logits [N,V] (head), and per sub-layer
   // ∂/∂f [N,d] and ∂/∂m1 [N,3d | d_ffn].
-  std::vector<float> dlogits;
-  std::vector<std::vector<float>> wdf, wdm1;
+  Array<float> dlogits;
+  std::vector<Array<float>> wdf, wdm1;
   float *dy = nullptr, *dx = nullptr;  // [N,d] received output gradient; input gradient to send / embedding's
-  std::vector<int32_t> tokens, targets;
+  Array<int32_t> tokens, targets;      // [B·T] in the backend's memory
 };
 
-Model::Model(const ModelConfig& c, StageRange r)
-    : cfg(c), range(r), layout(layout_build(c)), act_(activation_from_name(c.activation.c_str())) {
+Model::Model(const ModelConfig& c, StageRange r, Backend* be)
+    : cfg(c),
+      range(r),
+      layout(layout_build(c)),
+      be_(be ? be : &cpu_backend()),
+      act_(cpu::activation_from_name(c.activation.c_str())) {
   if (range.last < 0) range.last = c.layers;
   STRATA_CHECK(range.first >= 0 && range.first <= range.last && range.last <= c.layers, "stage blocks [",
                range.first, ", ", range.last, ") are outside the model's ", c.layers, " blocks");
@@ -40,26 +44,51 @@ Model::Model(const ModelConfig& c, StageRange r)
     if (t.offset >= slice_begin && t.offset < slice_end) tensors.push_back(&t);
   params.assign(slice_end - slice_begin, 0.0f);
   grads.assign(slice_end - slice_begin, 0.0f);
+  if (be_->host_memory()) {
+    dp_ = params.data(), dg_ = grads.data();
+  } else {
+    dparams_ = Array<float>(*be_, params.size());
+    dgrads_ = Array<float>(*be_, grads.size());
+    dp_ = dparams_.data(), dg_ = dgrads_.data();
+  }
 }
 
 Model::~Model() = default;
 
+void Model::push_params() {
+  if (!be_->host_memory()) be_->upload(dp_, params.data(), params.size() * sizeof(float));
+}
+void Model::pull_params() {
+  if (!be_->host_memory()) be_->download(params.data(), dp_, params.size() * sizeof(float));
+}
+void Model::pull_grads() {
+  if (!be_->host_memory()) be_->download(grads.data(), dg_, grads.size() * sizeof(float));
+}
+void Model::push_grad_acc() {
+  if (!be_->host_memory() && da_) be_->upload(da_, grad_acc.data(), grad_acc.size() * sizeof(double));
+}
+void Model::pull_grad_acc() {
+  if (be_->host_memory() || !da_) return;
+  grad_acc.resize(grads.size());
+  be_->download(grad_acc.data(), da_, grad_acc.size() * sizeof(double));
+}
+
 void Model::zero_grad() {
-  std::fill(grads.begin(), grads.end(), 0.0f);
-  std::fill(grad_acc.begin(), grad_acc.end(), 0.0);
+  be_->zero(dg_, grads.size() * sizeof(float));
+  if (da_) be_->zero(da_, grads.size() * sizeof(double));
 }
 
 void Model::fold_grads(Pass pass) {
-  if (grad_acc.size() != grads.size()) grad_acc.assign(grads.size(), 0.0);
-  auto fold = [&](size_t o, size_t n) {
-    float* g = grads.data() + o;
-    double* a = grad_acc.data() + o;
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
-      a[i] += double(g[i]);
-      g[i] = 0.0f;
+  if (!da_) {
+    if (be_->host_memory()) {
+      grad_acc.assign(grads.size(), 0.0);
+      da_ = grad_acc.data();
+    } else {
+      dacc_ = Array<double>(*be_, grads.size());
+      da_ = dacc_.data();
     }
-  };
+  }
+  auto fold = [&](size_t o, size_t n) { be_->fold(da_ + o, dg_ + o, n); };
   if (pass == Pass::both) return fold(0, grads.size());
   if (norm_tensors_.empty() && !tensors.empty()) {  // LayerNorm gains and biases: what a B pass writes
     norm_tensors_.assign(tensors.size(), false);
@@ -71,21 +100,15 @@ void Model::fold_grads(Pass pass) {
     if (norm_tensors_[k] == (pass == Pass::input)) fold(tensors[k]->offset - slice_begin, tensors[k]->size);
 }
 
-void Model::grads_from_accumulator() {
-  const size_t n = grads.size();
-  float* g = grads.data();
-  const double* a = grad_acc.data();
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; i++) g[i] = float(a[i]);
-}
+void Model::grads_from_accumulator() { be_->unfold(dg_, da_, grads.size()); }
 
 Model::SubView Model::view(const SubOffsets& o) const {
-  auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : param(off); };
+  auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : dparam(off); };
   return {p(o.ln_in_g), p(o.ln_in_b), p(o.w1), p(o.b1), p(o.w2), p(o.b2), p(o.ln_out_g), p(o.ln_out_b)};
 }
 
 Model::SubGrad Model::grad_view(const SubOffsets& o) {
-  auto p = [&](size_t off) -> float* { return off == kAbsent ? nullptr : grad(off); };
+  auto p = [&](size_t off) -> float* { return off == kAbsent ? nullptr : dgrad(off); };
   return {p(o.ln_in_g), p(o.ln_in_b), p(o.w1), p(o.b1), p(o.w2), p(o.b2), p(o.ln_out_g), p(o.ln_out_b)};
 }
 
@@ -94,10 +117,10 @@ void Model::reserve_scratch(int B, int T) {
   cap_B_ = std::max(B, cap_B_);
   cap_T_ = std::max(T, cap_T_);
   const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
-  for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) v->assign(N * d, 0);
-  dmid_.assign(N * std::max(d, F), 0);
-  dm1_.assign(N * std::max(3 * d, F), 0);
-  dlogits_.assign(range.head ? N * cfg.vocab : 0, 0);
+  for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
+  dmid_ = Array<float>(*be_, N * std::max(d, F));
+  dm1_ = Array<float>(*be_, N * std::max(3 * d, F));
+  dlogits_ = Array<float>(*be_, range.head ? N * cfg.vocab : 0);
 }
 
 int Model::acquire(int B, int T) {
@@ -127,7 +150,8 @@ int Model::acquire(int B, int T) {
       SubActs& a = s->acts[i];
       if (nf.ln_in) take(a.u, N * d), take(a.in_mean, N), take(a.in_rstd, N);
       take(a.m1, N * (attn ? 3 * d : F));
-      if (attn) take(a.probs, size_t(B) * H * T * T);
+      if (attn && be_->keeps_attention_probs()) take(a.probs, size_t(B) * H * T * T);
+      if (attn && !be_->keeps_attention_probs()) take(a.lse, size_t(B) * H * T);
       take(a.mid, N * (attn ? d : F));
       take(a.f, N * d);
       if (nf.ln_branch) take(a.g, N * d), take(a.br_mean, N), take(a.br_rstd, N);
@@ -140,8 +164,10 @@ int Model::acquire(int B, int T) {
       take(s->dy, N * d);
     }
     take(s->dx, N * d);
-    if (!pass) s->arena.assign(off, 0.0f);
+    if (!pass) s->arena = Array<float>(*be_, off);
   }
+  s->tokens = Array<int32_t>(*be_, N);
+  s->targets = Array<int32_t>(*be_, N);
   slots_.push_back(std::move(s));
   return int(slots_.size() - 1);
 }
@@ -158,13 +184,19 @@ const float* Model::output(int slot) const {
 }
 float* Model::output_grad(int slot) { return slots_[slot]->dy; }
 const float* Model::input_grad(int slot) const { return slots_[slot]->dx; }
-const float* Model::logits() const { return slots_[single_slot_]->logits; }
+const float* Model::logits() {
+  const Slot& s = *slots_[single_slot_];
+  if (be_->host_memory()) return s.logits;
+  logits_host_.resize(size_t(s.b) * s.t * cfg.vocab);
+  be_->download(logits_host_.data(), s.logits, logits_host_.size() * sizeof(float));
+  return logits_host_.data();
+}
 
 size_t Model::activation_bytes() const {
   size_t n = 0;
   for (auto& s : slots_) {
-    n += (s->arena.size() + s->dlogits.capacity()) * sizeof(float);
-    for (size_t i = 0; i < s->wdf.size(); i++) n += (s->wdf[i].capacity() + s->wdm1[i].capacity()) * sizeof(float);
+    n += (s->arena.size() + s->dlogits.size()) * sizeof(float);
+    for (size_t i = 0; i < s->wdf.size(); i++) n += (s->wdf[i].size() + s->wdm1[i].size()) * sizeof(float);
   }
   return n;
 }
@@ -173,20 +205,20 @@ void Model::add_forward_stats(int k, bool attn, const NormFlags& nf, const SubAc
   BlockStats& st = stats[k];
   const size_t Nd = size_t(B) * T * cfg.d_model, Nm = size_t(B) * T * (attn ? 3 * cfg.d_model : cfg.d_ffn);
   const int j = attn ? 0 : 1;
-  const double fsq = stats_sumsq(a.f, Nd);  // F's output: the branch, and LN_branch's input
+  const double fsq = be_->stats_sumsq(a.f, Nd);  // F's output: the branch, and LN_branch's input
   st.branch_sq[j] += fsq;
-  if (nf.ln_in) st.norm_in_sq[j][0] += stats_sumsq(a.x, Nd);
+  if (nf.ln_in) st.norm_in_sq[j][0] += be_->stats_sumsq(a.x, Nd);
   if (nf.ln_branch) st.norm_in_sq[j][1] += fsq;
-  if (nf.ln_sum) st.norm_in_sq[j][2] += stats_sumsq(a.s, Nd);
-  double m = std::max({stats_maxabs(a.m1, Nm), stats_maxabs(a.mid, attn ? Nd : Nm), stats_maxabs(a.f, Nd),
-                       stats_maxabs(a.y, Nd)});
+  if (nf.ln_sum) st.norm_in_sq[j][2] += be_->stats_sumsq(a.s, Nd);
+  double m = std::max({be_->stats_maxabs(a.m1, Nm), be_->stats_maxabs(a.mid, attn ? Nd : Nm), be_->stats_maxabs(a.f, Nd),
+                       be_->stats_maxabs(a.y, Nd)});
   st.max_abs = std::max(st.max_abs, m);
   if (attn) {
     const int H = cfg.heads;
-    st.entropy += attention_entropy(a.probs, B * H * T, T);
+    st.entropy += be_->attention_entropy(a.probs, a.m1, B, T, cfg.d_model, H);
     st.rows += double(B) * H * T;
   } else {
-    st.resid_sq += stats_sumsq(a.y, Nd);
+    st.resid_sq += be_->stats_sumsq(a.y, Nd);
     st.elems += double(Nd);
   }
 }
@@ -197,28 +229,28 @@ void Model::sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubAct
   const double eps = cfg.ln_eps;
   const float* in = a.x;
   if (nf.ln_in) {
-    layernorm_forward(a.u, a.in_mean, a.in_rstd, a.x, p.ln_in_g, p.ln_in_b, N, d, eps);
+    be_->layernorm_forward(a.u, a.in_mean, a.in_rstd, a.x, p.ln_in_g, p.ln_in_b, N, d, eps);
     in = a.u;
   }
   if (attn) {
-    matmul_forward(a.m1, in, p.w1, p.b1, N, d, 3 * d);            // [N,3d]
-    attention_forward(a.mid, a.probs, a.m1, B, T, d, cfg.heads);  // [N,d]
-    matmul_forward(a.f, a.mid, p.w2, p.b2, N, d, d);              // [N,d]
+    be_->matmul_forward(a.m1, in, p.w1, p.b1, N, d, 3 * d);            // [N,3d]
+    be_->attention_forward(a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,d]
+    be_->matmul_forward(a.f, a.mid, p.w2, p.b2, N, d, d);              // [N,d]
   } else {
-    matmul_forward(a.m1, in, p.w1, p.b1, N, d, F);         // [N,F]
-    activation_forward(a.mid, a.m1, size_t(N) * F, act_);  // [N,F]
-    matmul_forward(a.f, a.mid, p.w2, p.b2, N, F, d);       // [N,d]
+    be_->matmul_forward(a.m1, in, p.w1, p.b1, N, d, F);         // [N,F]
+    be_->activation_forward(a.mid, a.m1, size_t(N) * F, act_);  // [N,F]
+    be_->matmul_forward(a.f, a.mid, p.w2, p.b2, N, F, d);       // [N,d]
   }
   const float* g = a.f;
   if (nf.ln_branch) {
-    layernorm_forward(a.g, a.br_mean, a.br_rstd, a.f, p.ln_out_g, p.ln_out_b, N, d, eps);
+    be_->layernorm_forward(a.g, a.br_mean, a.br_rstd, a.f, p.ln_out_g, p.ln_out_b, N, d, eps);
     g = a.g;
   }
   if (nf.ln_sum) {
-    residual_forward(a.s, a.x, nf.alpha, g, size_t(N) * d);
-    layernorm_forward(a.y, a.sum_mean, a.sum_rstd, a.s, p.ln_out_g, p.ln_out_b, N, d, eps);
+    be_->residual_forward(a.s, a.x, nf.alpha, g, size_t(N) * d);
+    be_->layernorm_forward(a.y, a.sum_mean, a.sum_rstd, a.s, p.ln_out_g, p.ln_out_b, N, d, eps);
   } else {
-    residual_forward(a.y, a.x, nf.alpha, g, size_t(N) * d);
+    be_->residual_forward(a.y, a.x, nf.alpha, g, size_t(N) * d);
   }
 }
 
@@ -232,30 +264,30 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
   const float* ds = dy;
   if (nf.ln_sum) {
     float* out = df_keep && !nf.ln_branch ? df_keep : ds_.data();
-    layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, dy, a.s, p.ln_out_g, a.sum_mean, a.sum_rstd, N, d, false);
+    be_->layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, dy, a.s, p.ln_out_g, a.sum_mean, a.sum_rstd, N, d, false);
     ds = out;
   }
-  scale_copy(dx, ds, nf.alpha, Nd, false);  // residual path: dx = α·ds
+  be_->scale_copy(dx, ds, nf.alpha, Nd, false);  // residual path: dx = α·ds
   const float* df = ds;
   if (nf.ln_branch) {
     float* out = df_keep ? df_keep : df_.data();
-    layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, ds, a.f, p.ln_out_g, a.br_mean, a.br_rstd, N, d, false);
+    be_->layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, ds, a.f, p.ln_out_g, a.br_mean, a.br_rstd, N, d, false);
     df = out;
   } else if (df_keep && df != df_keep) {
-    std::memcpy(df_keep, df, Nd * sizeof(float));
+    be_->copy(df_keep, df, Nd * sizeof(float));
     df = df_keep;
   }
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
-  matmul_backward_input(dmid_.data(), df, p.w2, N, IC2, d, false);  // [N,IC2]
+  be_->matmul_backward_input(dmid_.data(), df, p.w2, N, IC2, d, false);  // [N,IC2]
   if (attn)
-    attention_backward(dm1, dmid_.data(), a.probs, a.m1, B, T, d, cfg.heads);  // [N,3d]
+    be_->attention_backward(dm1, dmid_.data(), a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
-    activation_backward(dm1, dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
+    be_->activation_backward(dm1, dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
   if (nf.ln_in) {
-    matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
-    layernorm_backward(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N, d, true);
+    be_->matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
+    be_->layernorm_backward(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N, d, true);
   } else {
-    matmul_backward_input(dx, dm1, p.w1, N, d, OC1, true);
+    be_->matmul_backward_input(dx, dm1, p.w1, N, d, OC1, true);
   }
   return df;
 }
@@ -265,8 +297,8 @@ void Model::sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& gr, con
                                 const float* dm1, int B, int T) {
   const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
-  matmul_backward_weight(gr.w2, gr.b2, df, a.mid, N, IC2, d);
-  matmul_backward_weight(gr.w1, gr.b1, dm1, nf.ln_in ? a.u : a.x, N, d, OC1);
+  be_->matmul_backward_weight(gr.w2, gr.b2, df, a.mid, N, IC2, d);
+  be_->matmul_backward_weight(gr.w1, gr.b1, dm1, nf.ln_in ? a.u : a.x, N, d, OC1);
 }
 
 double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targets) {
@@ -276,8 +308,8 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
     for (int i = 0; i < N; i++)
       STRATA_CHECK(tokens[i] >= 0 && tokens[i] < V, "token id ", tokens[i], " at position ", i,
                    " is >= model.vocab = ", V);
-    s.tokens.assign(tokens, tokens + N);
-    embedding_forward(s.x0, tokens, param(layout.tok_embedding), param(layout.pos_embedding), B, T, d);
+    be_->upload(s.tokens.data(), tokens, size_t(N) * sizeof(int32_t));
+    be_->embedding_forward(s.x0, s.tokens.data(), dparam(layout.tok_embedding), dparam(layout.pos_embedding), B, T, d);
   }
   const float* x = s.x0;
   for (int k = 0; k < nblocks(); k++) {
@@ -295,19 +327,17 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
   if (!range.head) return 0.0;
   const float* xf = x;
   if (has_final_norm(cfg)) {
-    layernorm_forward(s.xf, s.fn_mean, s.fn_rstd, x, param(layout.final_norm_g), param(layout.final_norm_b), N, d,
+    be_->layernorm_forward(s.xf, s.fn_mean, s.fn_rstd, x, dparam(layout.final_norm_g), dparam(layout.final_norm_b), N, d,
                       cfg.ln_eps);
     xf = s.xf;
   }
-  matmul_forward(s.logits, xf, param(layout.lm_head), static_cast<const float*>(nullptr), N, d, V);
+  be_->matmul_forward(s.logits, xf, dparam(layout.lm_head), static_cast<const float*>(nullptr), N, d, V);
   if (!targets) return 0.0;
   for (int i = 0; i < N; i++)
     STRATA_CHECK(targets[i] >= 0 && targets[i] < V, "target id ", targets[i], " is >= model.vocab = ", V);
-  s.targets.assign(targets, targets + N);
-  crossentropy_forward(s.losses, s.logits, targets, N, V);
-  double sum = 0;
-  for (int i = 0; i < N; i++) sum += s.losses[i];
-  return sum;
+  be_->upload(s.targets.data(), targets, size_t(N) * sizeof(int32_t));
+  be_->crossentropy_forward(s.losses, s.logits, s.targets.data(), N, V);
+  return be_->sum(s.losses, size_t(N));
 }
 
 void Model::backward_input(int slot, float dloss_scale, bool defer) {
@@ -318,20 +348,20 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
   if (range.head) {
     float* dl = dlogits_.data();
     if (defer) {
-      s.dlogits.resize(size_t(s.B) * s.T * V);
+      s.dlogits.reserve(*be_, size_t(s.B) * s.T * V);
       dl = s.dlogits.data();
     }
-    crossentropy_backward(dl, s.logits, s.targets.data(), N, V, dloss_scale);
+    be_->crossentropy_backward(dl, s.logits, s.targets.data(), N, V, dloss_scale);
     const bool fn = has_final_norm(cfg);
     if (!defer)
-      matmul_backward_weight(grad(layout.lm_head), static_cast<float*>(nullptr), dl, fn ? s.xf : xlast, N, d, V);
+      be_->matmul_backward_weight(dgrad(layout.lm_head), static_cast<float*>(nullptr), dl, fn ? s.xf : xlast, N, d, V);
     float* dh = nblocks() > 0 ? sa_.data() : s.dx;
     if (fn) {
-      matmul_backward_input(du_.data(), dl, param(layout.lm_head), N, d, V, false);
-      layernorm_backward(dh, grad(layout.final_norm_g), grad(layout.final_norm_b), du_.data(), xlast,
-                         param(layout.final_norm_g), s.fn_mean, s.fn_rstd, N, d, false);
+      be_->matmul_backward_input(du_.data(), dl, dparam(layout.lm_head), N, d, V, false);
+      be_->layernorm_backward(dh, dgrad(layout.final_norm_g), dgrad(layout.final_norm_b), du_.data(), xlast,
+                         dparam(layout.final_norm_g), s.fn_mean, s.fn_rstd, N, d, false);
     } else {
-      matmul_backward_input(dh, dl, param(layout.lm_head), N, d, V, false);
+      be_->matmul_backward_input(dh, dl, dparam(layout.lm_head), N, d, V, false);
     }
     dcur = dh;
   }
@@ -342,13 +372,13 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     SubGrad g = grad_view(o);
     NormFlags nf = norm_flags(cfg, l);
     float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
-    if (collect_stats && !attn) stats[i / 2].resid_grad_sq += stats_sumsq(dcur, size_t(N) * d);  // ∂loss/∂(block output)
+    if (collect_stats && !attn) stats[i / 2].resid_grad_sq += be_->stats_sumsq(dcur, size_t(N) * d);  // ∂loss/∂(block output)
     const SubActs& a = s.acts[i];
     if (defer) {  // the W pass reads ∂/∂f and ∂/∂m1 later: they go to the slot's own buffers
       s.wdf.resize(2 * nblocks());
       s.wdm1.resize(2 * nblocks());
-      s.wdf[i].resize(size_t(s.B) * s.T * d);
-      s.wdm1[i].resize(size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn));
+      s.wdf[i].reserve(*be_, size_t(s.B) * s.T * d);
+      s.wdm1[i].reserve(*be_, size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn));
       sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {
       const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, nullptr, dm1_.data());
@@ -358,7 +388,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     if (on_sublayer) on_sublayer();
   }
   if (range.embedding && !defer)
-    embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
+    be_->embedding_backward(dgrad(layout.tok_embedding), dgrad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
   s.pending_w = defer;
 }
 
@@ -367,7 +397,7 @@ void Model::backward_weight(int slot) {
   STRATA_CHECK(s.pending_w, "backward_weight on slot ", slot, " without a deferred backward_input");
   const int B = s.b, T = s.t, N = B * T, d = cfg.d_model, V = cfg.vocab;
   if (range.head)
-    matmul_backward_weight(grad(layout.lm_head), static_cast<float*>(nullptr), s.dlogits.data(),
+    be_->matmul_backward_weight(dgrad(layout.lm_head), static_cast<float*>(nullptr), s.dlogits.data(),
                            has_final_norm(cfg) ? s.xf : output(slot), N, d, V);
   // First the sub-layers whose B pass ran last (their ∂/∂f, ∂/∂m1 are still in cache), then upwards.
   for (int i = 0; i < 2 * nblocks(); i++) {
@@ -379,7 +409,7 @@ void Model::backward_weight(int slot) {
     if (on_sublayer) on_sublayer();
   }
   if (range.embedding)
-    embedding_backward(grad(layout.tok_embedding), grad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
+    be_->embedding_backward(dgrad(layout.tok_embedding), dgrad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
   s.pending_w = false;
 }
 

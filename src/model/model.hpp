@@ -2,13 +2,16 @@
 // lm_head → cross-entropy], with its parameters and gradients in flat buffers (the stage's contiguous slice
 // of the layer-major layout), activations in per-micro-batch slots, and a hand-written forward and a
 // backward split into an input-gradient pass (B) and a weight-gradient pass (W).
-// The model knows nothing of optimizers, data or communication.
+// The model knows nothing of optimizers, data or communication, and computes through a Backend
+// (backend/backend.hpp): on the CPU backend every buffer is host memory and `params`/`grads` are the buffers
+// the ops use; on a GPU backend they are host mirrors of device buffers, synchronised by push_*/pull_*.
 #pragma once
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "backend/ops.hpp"
 #include "config/config.hpp"
 #include "model/layout.hpp"
@@ -39,7 +42,8 @@ struct SubActs {
   const float* x = nullptr;                                     // [N,d] input (previous output), not owned
   float *u = nullptr, *in_mean = nullptr, *in_rstd = nullptr;   // LN_in out [N,d], [N], [N]
   float* m1 = nullptr;                                          // [N,3d] qkv | [N,d_ffn] pre-activation
-  float* probs = nullptr;                                       // [B,H,T,T] attention probabilities
+  float* probs = nullptr;                                       // [B,H,T,T] attention probabilities (CPU)
+  float* lse = nullptr;                                         // [B,H,T] their log-sum-exp (fused, GPU)
   float* mid = nullptr;                                         // [N,d] heads concatenated | [N,d_ffn] σ(m1)
   float* f = nullptr;                                           // [N,d] F(u)
   float *g = nullptr, *br_mean = nullptr, *br_rstd = nullptr;   // LN_branch(f)
@@ -49,8 +53,10 @@ struct SubActs {
 
 class Model {
  public:
-  explicit Model(const ModelConfig& cfg, StageRange range = {});
+  // be: where the stage computes; null is the CPU backend.
+  explicit Model(const ModelConfig& cfg, StageRange range = {}, Backend* be = nullptr);
   ~Model();
+  Backend& backend() const { return *be_; }
 
   // Draws the stage's parameters from the counter-based RNG: each tensor gets the values it has in the
   // whole model, whatever the partition.
@@ -65,14 +71,14 @@ class Model {
   enum class Pass { both, input, weight };
   void fold_grads(Pass pass = Pass::both);
   void grads_from_accumulator();
-  std::vector<double> grad_acc;  // [params.size()] when accumulating, else empty
+  std::vector<double> grad_acc;  // [params.size()] when accumulating, else empty (host mirror on a GPU)
 
   // ---- one micro-batch at a time (single process, eval, sample): slot 0 ----
   // Forward over tokens[B,T]; with targets returns the mean loss over B·T, else computes logits only.
   float forward(const int32_t* tokens, const int32_t* targets, int B, int T);
   // Backward of the last forward: grads += ∂(loss_sum · dloss_scale)/∂θ.
   void backward(const int32_t* tokens, const int32_t* targets, int B, int T, float dloss_scale);
-  const float* logits() const;  // [B,T,V] of the last forward (head stages)
+  const float* logits();  // [B,T,V] of the last forward (head stages), host memory
 
   // ---- pipeline: many micro-batches in flight, each in its own slot ----
   int acquire(int B, int T);  // a free slot sized for B×T; the pool grows to the peak in flight
@@ -106,10 +112,21 @@ class Model {
   ParamLayout layout;                // of the whole model; offsets are global
   size_t slice_begin = 0, slice_end = 0;  // this stage's part of the layout
   std::vector<const TensorSpec*> tensors;  // the tensors this stage owns
-  std::vector<float> params, grads;  // [slice_end − slice_begin]
+  std::vector<float> params, grads;  // [slice_end − slice_begin], host
   float* param(size_t global_offset) { return params.data() + (global_offset - slice_begin); }
   const float* param(size_t global_offset) const { return params.data() + (global_offset - slice_begin); }
   float* grad(size_t global_offset) { return grads.data() + (global_offset - slice_begin); }
+
+  // The buffers the backend computes on (= params.data(), grads.data(), grad_acc.data() on the CPU backend),
+  // and the copies between them and the host vectors (no-ops on the CPU backend). init() pushes the params.
+  float* dparams() { return dp_; }
+  float* dgrads() { return dg_; }
+  double* dgrad_acc() { return da_; }  // null until the first fold
+  void push_params();
+  void pull_params();
+  void pull_grads();
+  void push_grad_acc();
+  void pull_grad_acc();
 
  private:
   struct Slot;
@@ -129,12 +146,21 @@ class Model {
   void reserve_scratch(int B, int T);
   void add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T);
 
+  const float* dparam(size_t global_offset) const { return dp_ + (global_offset - slice_begin); }
+  float* dgrad(size_t global_offset) { return dg_ + (global_offset - slice_begin); }
+
+  Backend* be_;
+  Array<float> dparams_, dgrads_;  // GPU backends: the device buffers (CPU: empty)
+  Array<double> dacc_;
+  float *dp_ = nullptr, *dg_ = nullptr;
+  double* da_ = nullptr;
+  std::vector<float> logits_host_;  // logits() on a GPU backend
   cpu::Activation act_;
   std::vector<std::unique_ptr<Slot>> slots_;
   int single_slot_ = -1;  // slot used by forward()/backward()
   std::vector<bool> norm_tensors_;  // tensors[k] is a LayerNorm gain or bias
   int cap_B_ = 0, cap_T_ = 0;
-  std::vector<float> sa_, sb_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
+  Array<float> sa_, sb_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
 };
 
 }  // namespace strata

@@ -16,18 +16,37 @@ double lr_at(const TrainConfig& t, int64_t step) {
   return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1.0 + std::cos(M_PI * p));
 }
 
+AdamW::AdamW(std::vector<const TensorSpec*> tensors, size_t base, size_t n, Backend* be)
+    : tensors_(std::move(tensors)), base_(base), be_(be ? be : &cpu_backend()), m(n, 0.0f), v(n, 0.0f) {
+  if (!be_->host_memory()) dm_ = Array<float>(*be_, n), dv_ = Array<float>(*be_, n);
+}
+
+void AdamW::push() {
+  if (be_->host_memory()) return;
+  be_->upload(dm_.data(), m.data(), m.size() * sizeof(float));
+  be_->upload(dv_.data(), v.data(), v.size() * sizeof(float));
+}
+
+void AdamW::pull() {
+  if (be_->host_memory()) return;
+  be_->download(m.data(), dm_.data(), m.size() * sizeof(float));
+  be_->download(v.data(), dv_.data(), v.size() * sizeof(float));
+}
+
 void AdamW::update(float* params, const float* g, double lr, int64_t step1, const TrainConfig& t) {
   cpu::AdamWParams hp{float(lr), float(t.beta1), float(t.beta2), float(t.adam_eps), float(t.weight_decay), int(step1)};
+  float* mm = be_->host_memory() ? m.data() : dm_.data();
+  float* vv = be_->host_memory() ? v.data() : dv_.data();
   for (const TensorSpec* ts : tensors_) {
     const size_t o = ts->offset - base_;
-    cpu::adamw_update(params + o, m.data() + o, v.data() + o, g + o, ts->size, hp, ts->decay);
+    be_->adamw_update(params + o, mm + o, vv + o, g + o, ts->size, hp, ts->decay);
   }
 }
 
-float grad_clip(std::vector<float>& g, double norm, double max_norm) {
+float grad_clip(Backend& be, float* g, size_t n, double norm, double max_norm) {
   if (max_norm <= 0 || !(norm > max_norm)) return 1.0f;
   const float s = float(max_norm / (norm + 1e-6));
-  cpu::scale_copy(g.data(), g.data(), s, g.size(), false);
+  be.scale_copy(g, g, s, n, false);
   return s;
 }
 

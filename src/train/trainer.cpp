@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "backend/gpu_runtime.hpp"
 #include "core/error.hpp"
 #include "core/log.hpp"
 #include "data/shard.hpp"
@@ -22,6 +23,7 @@
 #include "optim/optimizer.hpp"
 #include "parallel/executor.hpp"
 #include "parallel/partition.hpp"
+#include "parallel/staged_transport.hpp"
 #include "parallel/topology.hpp"
 #include "train/commands.hpp"
 #include "train/peak.hpp"
@@ -91,7 +93,8 @@ void inject_nan(int rank, int64_t step, std::vector<std::unique_ptr<Model>>& chu
   for (auto& ch : chunks)
     for (const TensorSpec* t : ch->tensors)
       if (t->name.find(name) != std::string::npos) {
-        ch->grad(t->offset)[t->size / 2] = NAN;
+        const float nan = NAN;
+        ch->backend().upload(ch->dgrads() + (t->offset - ch->slice_begin) + t->size / 2, &nan, sizeof nan);
         done = true;
         return;
       }
@@ -101,14 +104,13 @@ void inject_nan(int rank, int64_t step, std::vector<std::unique_ptr<Model>>& chu
 // this rank; INT_MAX when none.
 int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
   int first = INT_MAX;
-  for (auto& ch : chunks)
+  for (auto& ch : chunks) {
+    if (ch->backend().all_finite(ch->dgrads(), ch->grads.size())) continue;  // one pass (one sync on a GPU)
     for (const TensorSpec* t : ch->tensors) {
-      const float* g = ch->grads.data() + (t->offset - ch->slice_begin);
-      bool bad = false;
-#pragma omp parallel for reduction(|| : bad) schedule(static)
-      for (size_t i = 0; i < t->size; i++) bad = bad || !std::isfinite(g[i]);
-      if (bad) first = std::min(first, int(t - ch->layout.tensors.data()));
+      if (!ch->backend().all_finite(ch->dgrads() + (t->offset - ch->slice_begin), t->size))
+        first = std::min(first, int(t - ch->layout.tensors.data()));
     }
+  }
   return first;
 }
 
@@ -118,7 +120,7 @@ int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
 // grad_scale is the clipping factor already applied to the gradients (their norms are reported unclipped).
 std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
                              const std::vector<std::unique_ptr<Model>>& chunks,
-                             const std::vector<std::vector<float>>& before, bool have_acts, double grad_scale) {
+                             const std::vector<Array<float>>& before, bool have_acts, double grad_scale) {
   const int L = mc.layers;
   const size_t S = stats_names().size();
   std::vector<double> vals(S * L, 0.0);
@@ -143,15 +145,16 @@ std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
     if (topo.replica != 0) continue;
     // Parameter statistics per block and sub-layer: Σg², Σw², Σ(Δw)², Σw_before².
     std::vector<double> gsq(2 * nb, 0), wsq(2 * nb, 0), dsq(2 * nb, 0), bsq(2 * nb, 0);
+    Backend& be = m.backend();
     for (const TensorSpec* t : m.tensors) {
       if (t->block < 0) continue;
       const int k = t->block - m.range.first, j = t->name.find("/attn/") != std::string::npos ? 0 : 1;
       const size_t o = t->offset - m.slice_begin;
-      gsq[2 * k + j] += cpu::stats_sumsq(m.grads.data() + o, t->size) / (grad_scale * grad_scale);
-      wsq[2 * k + j] += cpu::stats_sumsq(m.params.data() + o, t->size);
+      gsq[2 * k + j] += be.stats_sumsq(m.dgrads() + o, t->size) / (grad_scale * grad_scale);
+      wsq[2 * k + j] += be.stats_sumsq(m.dparams() + o, t->size);
       if (!before.empty()) {
-        dsq[2 * k + j] += cpu::stats_sqdiff(m.params.data() + o, before[c].data() + o, t->size);
-        bsq[2 * k + j] += cpu::stats_sumsq(before[c].data() + o, t->size);
+        dsq[2 * k + j] += be.stats_sqdiff(m.dparams() + o, before[c].data() + o, t->size);
+        bsq[2 * k + j] += be.stats_sumsq(before[c].data() + o, t->size);
       }
     }
     const double nan = std::nan("");
@@ -199,8 +202,9 @@ void allreduce_sum(double* x, size_t n, MPI_Comm comm) {
 
 // One checkpoint written by every rank at once (parallel HDF5); replica 0 of each stage writes its tensors.
 void save_parallel(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
-                   const std::vector<AdamW>& opts, const TrainState& st,
+                   std::vector<AdamW>& opts, const TrainState& st,
                    const std::function<void(const std::string&)>& say, const std::vector<float>* stats_row) {
+  for (size_t c = 0; c < chunks.size() && topo.replica == 0; c++) chunks[c]->pull_params(), opts[c].pull();
   std::vector<CheckpointPart> mine;
   if (topo.replica == 0)
     for (size_t c = 0; c < chunks.size(); c++)
@@ -215,6 +219,37 @@ void save_parallel(const Config& cfg, const Topology& topo, const std::vector<st
   std::snprintf(line, sizeof line, "checkpoint %s (%.1f MB in %.2f s, %.0f MB/s)", path.c_str(),
                 double(std::filesystem::file_size(path)) / 1e6, s, double(std::filesystem::file_size(path)) / 1e6 / s);
   say(line);
+}
+
+// The GPU's dense bf16 peak in GFLOP/s from its name (the MFU denominator on a GPU); 0 where unknown.
+double gpu_bf16_peak_gflops(const std::string& name) {
+  struct Known {
+    const char* part;
+    double gflops;
+  };
+  static const Known known[] = {{"H100 PCIe", 756e3}, {"H100 NVL", 835e3}, {"H100", 989e3}, {"H200", 989e3},
+                                {"H800", 989e3},      {"B200", 2250e3},    {"A100", 312e3}, {"A800", 312e3},
+                                {"L40S", 362e3},      {"A10", 125e3}};
+  for (const Known& k : known)
+    if (name.find(k.part) != std::string::npos) return k.gflops;
+  return 0;
+}
+
+// train.device = "cuda": the GPU of this rank's local rank (shared round-robin on the MPI transport).
+std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& topo, std::string& device_name) {
+  GpuRuntime& g = gpu_runtime();
+  if (!g.make_backend)
+    throw AgreedError(str(cfg.source, ": key train.device = \"cuda\": this strata was built without the CUDA "
+                          "backend (no CUDA toolkit found by CMake)"));
+  const int n = g.device_count();
+  STRATA_CHECK(n > 0, cfg.source, ": key train.device = \"cuda\": rank ", topo.rank, " on ", topo.host,
+               " sees no usable CUDA device (", g.no_device_reason(), ")");
+  STRATA_CHECK(n >= topo.local_size || cfg.parallel.transport == "mpi", cfg.source, ": key parallel.transport = \"",
+               cfg.parallel.transport, "\": host ", topo.host, " runs ", topo.local_size, " ranks but has ", n,
+               " GPU(s); one GPU per rank is needed (parallel.transport = \"mpi\" lets ranks share a GPU)");
+  const int dev = topo.local_rank % n;
+  device_name = str("cuda:", dev, " ", g.device_name(dev));
+  return g.make_backend(dev, precision_from_name(cfg.train.precision));
 }
 
 }  // namespace
@@ -234,6 +269,22 @@ double train_run(const Config& cfg, MPI_Comm world) {
   };
   say("resolved config (" + cfg.source + "):\n" + config_to_toml(cfg));
   const int threads = set_threads(tc.threads);
+  std::unique_ptr<Backend> gpu;
+  std::string gpu_name;
+  if (tc.device == "cuda") gpu = make_gpu_backend(cfg, topo, gpu_name);
+  // STRATA_TEST_SEPARATE_MEMORY=1: the CPU ops on buffers kept apart from the host vectors, as on a GPU.
+  Backend* be = gpu                                          ? gpu.get()
+                : std::getenv("STRATA_TEST_SEPARATE_MEMORY") ? &cpu_separate_memory_backend()
+                                                             : &cpu_backend();
+  if (gpu) {  // every rank's device, on rank 0
+    char mine[256] = {};
+    std::snprintf(mine, sizeof mine, "%s", gpu_name.c_str());
+    std::vector<char> all(lead ? sizeof mine * topo.size : 0);
+    STRATA_MPI(MPI_Gather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, 0, topo.world));
+    std::string lines;
+    for (int r = 0; lead && r < topo.size; r++) lines += str("\n  rank ", r, ": ", all.data() + r * sizeof mine);
+    say(str("device: ", tc.precision, " on", lines));
+  }
 
   // Stages and chunks: this rank owns virtual stages c·P + stage, c = 0 … v−1.
   const int P = pc.pipeline, D = pc.data, v = pc.virtual_stages;
@@ -245,8 +296,8 @@ double train_run(const Config& cfg, MPI_Comm world) {
   std::vector<AdamW> opts;
   std::vector<Model*> raw;
   for (int c = 0; c < v; c++) {
-    chunks.push_back(std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage)));
-    opts.emplace_back(chunks.back()->tensors, chunks.back()->slice_begin, chunks.back()->params.size());
+    chunks.push_back(std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage), be));
+    opts.emplace_back(chunks.back()->tensors, chunks.back()->slice_begin, chunks.back()->params.size(), be);
     raw.push_back(chunks.back().get());
   }
 
@@ -260,9 +311,12 @@ double train_run(const Config& cfg, MPI_Comm world) {
   auto load_all = [&](const std::string& path) {
     std::string err;
     try {
-      for (int c = 0; c < v; c++)
+      for (int c = 0; c < v; c++) {
         checkpoint_load(path, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(),
                         opts[c].m.data(), opts[c].v.data(), &st);
+        chunks[c]->push_params();
+        opts[c].push();
+      }
     } catch (const Error& e) {
       err = e.what();
     }
@@ -327,15 +381,32 @@ double train_run(const Config& cfg, MPI_Comm world) {
     metrics.precision(9);
   }
 
-  const double peak = cfg.log.peak_gflops > 0 ? cfg.log.peak_gflops : measure_sgemm_gflops();
+  // MFU's peak: the config's; else the GPU's dense bf16 peak from its name; else the measured CPU sgemm peak.
+  const double gpu_peak = gpu ? gpu_bf16_peak_gflops(gpu_name) : 0;
+  const double peak = cfg.log.peak_gflops > 0 ? cfg.log.peak_gflops
+                      : gpu                   ? (gpu_peak > 0 ? gpu_peak : NAN)
+                                              : measure_sgemm_gflops();
+  const char* peak_what = cfg.log.peak_gflops > 0 ? " (config)"
+                          : gpu                   ? (gpu_peak > 0 ? " (GPU bf16 dense peak)" : " (unknown GPU: set log.peak_gflops)")
+                                                  : " (measured)";
   const ParamLayout& layout = chunks[0]->layout;
   const double fpt = flops_per_token(mc, layout);
   say(str("model: ", layout.total, " parameters (", layout.matmul_params, " in matmuls), ", mc.layers,
-          " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s); schedule ", pc.schedule,
-          ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; sgemm peak ", int(peak),
-          " GFLOP/s", cfg.log.peak_gflops > 0 ? " (config)" : " (measured)"));
+          " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s) on ", be->name(), "; schedule ", pc.schedule,
+          ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; peak ", peak, " GFLOP/s",
+          peak_what));
 
-  MpiTransport transport(topo.pipe);
+  // Transport: MPI between host buffers (staged through the host for GPU buffers), or NCCL GPU to GPU.
+  MpiTransport mpi_transport(topo.pipe);
+  std::unique_ptr<Transport> staged_or_nccl;
+  if (gpu && pc.transport == "nccl") {
+    STRATA_CHECK(gpu_runtime().make_nccl_transport, cfg.source,
+                 ": key parallel.transport = \"nccl\": this strata was built without NCCL");
+    staged_or_nccl = gpu_runtime().make_nccl_transport(topo.pipe, schedule_build(spec, topo.stage), gpu->stream());
+  } else if (!be->host_memory()) {
+    staged_or_nccl = std::make_unique<StagedTransport>(mpi_transport, *be);
+  }
+  Transport& transport = staged_or_nccl ? *staged_or_nccl : static_cast<Transport&>(mpi_transport);
   PipelineExecutor exec(raw, spec, topo.stage, transport);
   const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, BD = B / D;
   const auto t_start = clock_type::now();
@@ -368,7 +439,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   std::vector<float> last_row;
   bool have_row = false;
   auto write_stats = [&](int64_t step, double loss, double norm, double lr,
-                         const std::vector<std::vector<float>>& before, bool acts, double grad_scale) {
+                         const std::vector<Array<float>>& before, bool acts, double grad_scale) {
     if (cfg.stats.interval <= 0) return;
     last_row = stats_row(topo, mc, chunks, before, acts, grad_scale);
     have_row = true;
@@ -409,7 +480,11 @@ double train_run(const Config& cfg, MPI_Comm world) {
     // Gradients: summed over replicas (each already carries the 1/(B·T) of the global mean), then rounded.
     if (fold)
       for (auto& ch : chunks) {
-        if (D > 1) allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
+        if (D > 1) {  // float64 sums over replicas, through host memory on a GPU
+          ch->pull_grad_acc();
+          allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
+          ch->push_grad_acc();
+        }
         ch->grads_from_accumulator();
       }
     inject_nan(topo.rank, st.step + 1, chunks);
@@ -464,17 +539,20 @@ double train_run(const Config& cfg, MPI_Comm world) {
     }
     rollbacks_in_a_row = 0;
     double sq = 0;
-    for (auto& ch : chunks) sq += cpu::sum_squares(ch->grads.data(), ch->grads.size());
+    for (auto& ch : chunks) sq += be->sum_squares(ch->dgrads(), ch->grads.size());
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
     const double lr = lr_at(tc, st.step) * st.lr_scale;
-    std::vector<std::vector<float>> before;  // for ‖ΔW‖/‖W‖
+    std::vector<Array<float>> before;  // for ‖ΔW‖/‖W‖
     if (collecting)
-      for (auto& ch : chunks) before.push_back(ch->params);
+      for (auto& ch : chunks) {
+        before.emplace_back(*be, ch->params.size());
+        be->copy(before.back().data(), ch->dparams(), ch->params.size() * sizeof(float));
+      }
     double clip_scale = 1.0;
     for (int c = 0; c < v; c++) {
-      clip_scale = grad_clip(chunks[c]->grads, norm, tc.grad_clip);
-      opts[c].update(chunks[c]->params.data(), chunks[c]->grads.data(), lr, st.step + 1, tc);
+      clip_scale = grad_clip(*be, chunks[c]->dgrads(), chunks[c]->grads.size(), norm, tc.grad_clip);
+      opts[c].update(chunks[c]->dparams(), chunks[c]->dgrads(), lr, st.step + 1, tc);
     }
     if (collecting) write_stats(st.step + 1, loss, norm, lr, before, true, clip_scale);
     st.step++;

@@ -58,6 +58,9 @@ BOOST_FIXTURE_TEST_CASE(bad_configs_are_one_line_errors, Fixture) {
   expect_error("train --config " + dir + "/ok.toml --set model.layers=many", {"model.layers expects an integer",
                                                                                 "\"many\""});
   expect_error("train --config " + dir + "/ok.toml --set model.norm=sandwich", {"model.norm = \"sandwich\""});
+  // No GPU here: a CUDA build says no device is usable (and why), a CPU-only build that it has no CUDA backend.
+  expect_error("train --config " + dir + "/ok.toml --set train.device=cuda", {"ok.toml", "key train.device = \"cuda\""});
+  BOOST_TEST(!fs::exists(ck), "a refused run created " << ck);
   expect_error("train --config " + dir + "/missing.toml", {"missing.toml", "cannot open"});
   BOOST_TEST(!fs::exists(ck), "a failed run must not create its checkpoint directory");
 }

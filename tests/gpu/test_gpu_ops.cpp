@@ -1,6 +1,7 @@
 // test_gpu_ops.cpp: every CUDA op against its CPU twin (backend/ops.hpp) on fresh random inputs, outputs
 // poisoned with NaN bytes before each run (an element the kernel skips fails the comparison). fp32 within
 // 1e-5 of the largest magnitude of the CPU result; bf16 GEMMs within 2e-2 of it (8-bit mantissas).
+// The CUDA backend (backend/cuda/backend.cu) is driven through the Backend interface against cpu_backend().
 // Without a CUDA device the whole suite reports itself skipped (exit 77) with cudaGetDeviceCount's reason.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE gpu_ops
@@ -8,11 +9,15 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "backend/cuda/ops.hpp"
+#include "backend/cuda/runtime.hpp"
 #include "backend/ops.hpp"
 
 using namespace strata;
@@ -63,6 +68,29 @@ Vec host(const cuda::Buffer& b) {
   cuda::synchronize();
   Vec h(b.bytes() / sizeof(float));
   b.download(h.data(), b.bytes());
+  return h;
+}
+template <class T>
+std::vector<T> host_as(const cuda::Buffer& b) {
+  cuda::synchronize();
+  std::vector<T> h(b.bytes() / sizeof(T));
+  b.download(h.data(), b.bytes());
+  return h;
+}
+// The same through a Backend: n floats of its memory holding h, or NaN bytes (the poison), and back.
+Array<float> put(Backend& be, const Vec& h) {
+  Array<float> a(be, h.size());
+  be.upload(a.data(), h.data(), h.size() * sizeof(float));
+  return a;
+}
+Array<float> poisoned(Backend& be, size_t n) {
+  Vec nan(n);
+  std::memset(nan.data(), 0xff, n * sizeof(float));
+  return put(be, nan);
+}
+Vec get(Backend& be, const Array<float>& a) {
+  Vec h(a.size());
+  be.download(h.data(), a.data(), a.size() * sizeof(float));
   return h;
 }
 // max |got − want| ≤ tol · max |want| (NaN anywhere fails).
@@ -291,4 +319,150 @@ BOOST_AUTO_TEST_CASE(reductions_against_cpu) {
   e.download(&got, sizeof got);
   const double want = cpu::attention_entropy(probs.data(), B * H * T, T);
   BOOST_TEST(std::fabs(got - want) <= 1e-5 * want, "attention_entropy: " << got << " vs " << want);
+}
+
+BOOST_AUTO_TEST_CASE(fold_unfold_sum_and_count_nonfinite_against_cpu) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  for (size_t n : {size_t(1), size_t(4095), size_t(4096 * 37 + 11)}) {
+    // fold: acc += g (double), g = 0; unfold: g = float(acc). The same IEEE operations as the host: exact.
+    Vec g = rnd(n);
+    std::vector<double> acc(n);
+    std::uniform_real_distribution<double> u5(-5.0, 5.0);
+    for (double& a : acc) a = u5(rng());
+    auto acc_ = dev(acc), g_ = dev(g);
+    cuda::fold(acc_.as<double>(), g_.as<float>(), n);
+    for (size_t i = 0; i < n; i++) acc[i] += double(g[i]);
+    BOOST_TEST((host_as<double>(acc_) == acc), "fold acc n=" << n);
+    BOOST_TEST((host(g_) == Vec(n, 0.0f)), "fold zeroes g n=" << n);
+    auto u_ = poisoned(n);
+    cuda::unfold(u_.as<float>(), acc_.as<double>(), n);
+    Vec u(n);
+    for (size_t i = 0; i < n; i++) u[i] = float(acc[i]);
+    BOOST_TEST((host(u_) == u), "unfold n=" << n);
+
+    // sum: Σ x in double, within 1e-12 of Σ |x| (the sum itself may be near 0).
+    Vec x = rnd(n, 3.0f);
+    auto x_ = dev(x);
+    cuda::Buffer out(2 * sizeof(double));
+    out.fill_bytes(0xff);
+    cuda::sum(out.as<double>(), x_.as<float>(), n);
+    cuda::count_nonfinite(out.as<double>() + 1, x_.as<float>(), n);
+    double want = 0, mag = 0;
+    for (float v : x) want += v, mag += std::fabs(v);
+    auto got = host_as<double>(out);
+    BOOST_TEST(std::fabs(got[0] - want) <= 1e-12 * mag, "sum n=" << n << ": " << got[0] << " vs " << want);
+    BOOST_TEST(got[1] == 0.0, "count_nonfinite of finite data n=" << n << ": " << got[1]);
+
+    // NaN, +Inf and −Inf planted (first, last, middle element; one of them when n = 1).
+    const size_t at[3] = {0, n - 1, n / 2};
+    const float bad[3] = {nan, inf, -inf};
+    size_t planted = 0;
+    for (int k = 0; k < 3; k++)
+      if (k == 0 || (at[k] != at[0] && (k < 2 || at[k] != at[1]))) x[at[k]] = bad[k], planted++;
+    size_t want_bad = 0;
+    for (float v : x) want_bad += !std::isfinite(v);
+    BOOST_TEST_REQUIRE(want_bad == planted);
+    auto y_ = dev(x);
+    out.fill_bytes(0xff);
+    cuda::count_nonfinite(out.as<double>(), y_.as<float>(), n);
+    got = host_as<double>(out);
+    BOOST_TEST(got[0] == double(want_bad), "count_nonfinite n=" << n << ": " << got[0] << " vs " << want_bad);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(cuda_backend_against_cpu_backend) {
+  auto gpu_ = make_cuda_backend(0, Precision::fp32);  // outlives every Array below (they release into it)
+  Backend &gpu = *gpu_, &cpu = cpu_backend();
+  BOOST_TEST(gpu.name().rfind("cuda:0 ", 0) == 0, gpu.name());
+  BOOST_TEST(!gpu.host_memory());
+  BOOST_TEST(!gpu.keeps_attention_probs());
+  BOOST_TEST(gpu.stream() != nullptr);
+
+  {  // memory: zero-filled alloc, upload/download round trip, copy, zero
+    const size_t n = 1031;
+    Array<float> a(gpu, n);
+    BOOST_TEST((get(gpu, a) == Vec(n, 0.0f)), "alloc is zero-filled");
+    Vec h = rnd(n);
+    auto b = put(gpu, h);
+    BOOST_TEST((get(gpu, b) == h), "upload/download round trip");
+    gpu.copy(a.data(), b.data(), n * sizeof(float));
+    BOOST_TEST((get(gpu, a) == h), "copy");
+    gpu.zero(b.data() + 1, (n - 2) * sizeof(float));
+    Vec z = get(gpu, b);
+    BOOST_TEST((z[0] == h[0] && z[n - 1] == h[n - 1]), "zero stays in its range");
+    BOOST_TEST((Vec(z.begin() + 1, z.end() - 1) == Vec(n - 2, 0.0f)), "zero");
+  }
+
+  {  // attention: fused (lse) on the GPU against the CPU's kept probabilities; entropy recomputed from qkv
+    const int B = 2, T = 45, C = 48, H = 3;
+    Vec qkv = rnd(B * T * 3 * C, 2.0f), dout = rnd(B * T * C);
+    Vec out(B * T * C), probs(size_t(B) * H * T * T), dqkv(B * T * 3 * C);
+    cpu.attention_forward(out.data(), probs.data(), nullptr, qkv.data(), B, T, C, H);
+    cpu.attention_backward(dqkv.data(), dout.data(), out.data(), probs.data(), nullptr, qkv.data(), B, T, C, H);
+    auto qkv_ = put(gpu, qkv), dout_ = put(gpu, dout), out_ = poisoned(gpu, out.size());
+    auto lse_ = poisoned(gpu, size_t(B) * H * T), dqkv_ = poisoned(gpu, dqkv.size());
+    gpu.attention_forward(out_.data(), nullptr, lse_.data(), qkv_.data(), B, T, C, H);
+    gpu.attention_backward(dqkv_.data(), dout_.data(), out_.data(), nullptr, lse_.data(), qkv_.data(), B, T, C, H);
+    expect_close(get(gpu, out_), out, 1e-5, "backend attention_forward out");
+    expect_close(get(gpu, dqkv_), dqkv, 1e-5, "backend attention_backward dqkv");
+    const double want = cpu.attention_entropy(probs.data(), qkv.data(), B, T, C, H);
+    const double got = gpu.attention_entropy(nullptr, qkv_.data(), B, T, C, H);
+    BOOST_TEST(std::fabs(got - want) <= 1e-5 * want, "backend attention_entropy: " << got << " vs " << want);
+  }
+
+  {  // reductions and the gradient fold, through the interface
+    const size_t n = 4096 * 5 + 3;
+    Vec x = rnd(n, 3.0f), y = rnd(n, 3.0f);
+    auto x_ = put(gpu, x), y_ = put(gpu, y);
+    double mag = 0;
+    for (float v : x) mag += std::fabs(v);
+    const double s = cpu.sum(x.data(), n), ss = cpu.sum_squares(x.data(), n);
+    const double sd = cpu.stats_sqdiff(x.data(), y.data(), n);
+    BOOST_TEST(std::fabs(gpu.sum(x_.data(), n) - s) <= 1e-12 * mag, "backend sum");
+    BOOST_TEST(std::fabs(gpu.sum_squares(x_.data(), n) - ss) <= 1e-12 * ss, "backend sum_squares");
+    BOOST_TEST(std::fabs(gpu.stats_sumsq(x_.data(), n) - ss) <= 1e-12 * ss, "backend stats_sumsq");
+    BOOST_TEST(gpu.stats_maxabs(x_.data(), n) == cpu.stats_maxabs(x.data(), n), "backend stats_maxabs");
+    BOOST_TEST(std::fabs(gpu.stats_sqdiff(x_.data(), y_.data(), n) - sd) <= 1e-12 * sd, "backend stats_sqdiff");
+
+    BOOST_TEST(gpu.all_finite(x_.data(), n));
+    BOOST_TEST(cpu.all_finite(x.data(), n));
+    for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                      -std::numeric_limits<float>::infinity()}) {
+      auto z_ = put(gpu, x);
+      gpu.upload(z_.data() + n / 3, &bad, sizeof bad);
+      Vec z = x;
+      z[n / 3] = bad;
+      BOOST_TEST(!gpu.all_finite(z_.data(), n), "backend all_finite with " << bad);
+      BOOST_TEST(!cpu.all_finite(z.data(), n), "cpu all_finite with " << bad);
+    }
+
+    Array<double> acc_(gpu, n);  // zero-filled
+    std::vector<double> acc(n, 0.0);
+    for (int k = 0; k < 2; k++) {
+      auto g_ = put(gpu, k ? y : x);
+      gpu.fold(acc_.data(), g_.data(), n);
+      Vec g = k ? y : x;
+      cpu.fold(acc.data(), g.data(), n);
+      BOOST_TEST((get(gpu, g_) == Vec(n, 0.0f)), "backend fold zeroes g");
+    }
+    auto u_ = poisoned(gpu, n);
+    Vec u(n);
+    gpu.unfold(u_.data(), acc_.data(), n);
+    cpu.unfold(u.data(), acc.data(), n);
+    BOOST_TEST((get(gpu, u_) == u), "backend fold/unfold");
+  }
+
+  // GEMMs in each backend's precision: fp32 within 1e-5, bf16 within 2e-2 of the CPU.
+  for (auto p : {Precision::fp32, Precision::bf16}) {
+    const double tol = p == Precision::fp32 ? 1e-5 : 2e-2;
+    auto be_ = make_cuda_backend(0, p);
+    Backend& be = *be_;
+    const int N = 37, IC = 48, OC = 80;
+    Vec in = rnd(N * IC), w = rnd(IC * OC, 0.2f), b = rnd(OC), out(N * OC);
+    cpu.matmul_forward(out.data(), in.data(), w.data(), b.data(), N, IC, OC);
+    auto in_ = put(be, in), w_ = put(be, w), b_ = put(be, b), out_ = poisoned(be, out.size());
+    be.matmul_forward(out_.data(), in_.data(), w_.data(), b_.data(), N, IC, OC);
+    expect_close(get(be, out_), out, tol, p == Precision::fp32 ? "backend fp32 matmul_forward"
+                                                               : "backend bf16 matmul_forward");
+  }
 }

@@ -58,4 +58,14 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
              "x.toml: key init.scheme = \"kaiming\" is not one of gpt2, normal, xavier, deepnet");
   BOOST_TEST(msg("", {"model.norm=sandwich"}) ==
              "x.toml: key model.norm = \"sandwich\" is not one of post, res_post, pre, peri, deepnorm, mix");
+  BOOST_TEST(msg("", {"train.device=tpu"}) == "x.toml: key train.device = \"tpu\" is not one of cpu, cuda");
+  BOOST_TEST(msg("", {"train.precision=fp16"}) == "x.toml: key train.precision = \"fp16\" is not one of fp32, bf16");
+  BOOST_TEST(msg("", {"train.precision=bf16"}) ==
+             "x.toml: key train.precision = \"bf16\" needs train.device = \"cuda\" (train.device = \"cpu\" computes "
+             "in fp32)");
+  BOOST_TEST(msg("", {"parallel.transport=nccl"}) ==
+             "x.toml: key parallel.transport = \"nccl\" moves GPU buffers: it needs train.device = \"cuda\" "
+             "(train.device = \"cpu\")");
+  BOOST_TEST(msg("", {"parallel.transport=gloo"}) == "x.toml: key parallel.transport = \"gloo\" is not one of mpi, nccl");
+  BOOST_TEST(msg("", {"train.device=cuda", "train.precision=bf16", "parallel.transport=nccl"}) == "no error");
 }

@@ -1,5 +1,6 @@
 // elementwise.cu: activations, residual adds, scaled copies, embeddings and AdamW: the twins of
-// cpu/activation.cpp, residual.cpp, embedding.cpp and adamw.cpp, one thread per element.
+// cpu/activation.cpp, residual.cpp, embedding.cpp and adamw.cpp, and the gradient fold / unfold of the CPU
+// backend (cpu/backend.cpp), one thread per element.
 // The embedding backward sums each column over the rows in row order (one thread per column), so it is
 // deterministic without atomics; a faster sort-by-token version is future work.
 #include <cmath>
@@ -77,6 +78,18 @@ __global__ void adamw_k(float* p, float* m, float* v, const float* g, size_t n, 
   if (i < n) adamw_element(p[i], m[i], v[i], g[i], sc);
 }
 
+__global__ void fold_k(double* acc, float* g, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  acc[i] += double(g[i]);
+  g[i] = 0.0f;
+}
+
+__global__ void unfold_k(float* g, const double* acc, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) g[i] = float(acc[i]);  // round to nearest, as the host's conversion
+}
+
 }  // namespace
 
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s) {
@@ -119,6 +132,17 @@ void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const 
   const AdamWScalars sc{hp.lr, hp.beta1, hp.beta2, hp.eps, decay ? hp.weight_decay : 0.0f,
                         1.0f - std::pow(hp.beta1, float(hp.step)), 1.0f - std::pow(hp.beta2, float(hp.step))};
   adamw_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, sc);
+  STRATA_CUDA_LAUNCHED();
+}
+
+void fold(double* acc, float* g, size_t n, cudaStream_t s) {
+  if (!n) return;
+  fold_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(acc, g, n);
+  STRATA_CUDA_LAUNCHED();
+}
+void unfold(float* g, const double* acc, size_t n, cudaStream_t s) {
+  if (!n) return;
+  unfold_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(g, acc, n);
   STRATA_CUDA_LAUNCHED();
 }
 

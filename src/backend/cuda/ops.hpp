@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 
+#include "backend/backend.hpp"
 #include "backend/ops.hpp"
 
 namespace strata::cuda {
@@ -43,7 +44,7 @@ class Buffer {
 };
 
 // ---- matmul.cu (cuBLAS; one handle per thread) ----
-enum class Precision { fp32, bf16 };  // bf16: inputs rounded to bfloat16, products accumulated in fp32
+using strata::Precision;  // backend.hpp's: bf16 = inputs rounded to bfloat16, products accumulated in fp32
 // out[N,OC] = in[N,IC] · w[IC,OC] + b[OC]   (b may be null)
 void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC,
                     Precision p = Precision::fp32, cudaStream_t s = 0);
@@ -82,6 +83,10 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
                         cudaStream_t s = 0);
 void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const AdamWParams& hp, bool decay,
                   cudaStream_t s = 0);
+// Gradient accumulation in double across micro-batches: acc[n] += g, then g = 0 (fold); g[n] = float(acc),
+// rounded to nearest (unfold). Twins of the CPU backend's fold / unfold.
+void fold(double* acc, float* g, size_t n, cudaStream_t s = 0);
+void unfold(float* g, const double* acc, size_t n, cudaStream_t s = 0);
 
 // ---- crossentropy.cu ----
 void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V, cudaStream_t s = 0);
@@ -89,10 +94,13 @@ void crossentropy_backward(float* dlogits, const float* logits, const int32_t* t
                            cudaStream_t s = 0);
 
 // ---- reduce.cu: deterministic reductions into a device double (*out =), for the gradient norm and the
-// per-layer statistics; twins of cpu::sum_squares (= stats_sumsq), stats_maxabs, stats_sqdiff, attention_entropy
+// per-layer statistics; twins of cpu::sum_squares (= stats_sumsq), stats_maxabs, stats_sqdiff, attention_entropy,
+// and of the CPU backend's sum (the loss) and all_finite (count_nonfinite == 0)
 void sum_squares(double* out, const float* x, size_t n, cudaStream_t s = 0);                 // Σ x²
 void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s = 0);                // max |x|
 void stats_sqdiff(double* out, const float* a, const float* b, size_t n, cudaStream_t s = 0);  // Σ (a − b)²
 void attention_entropy(double* out, const float* probs, int rows, int T, cudaStream_t s = 0);
+void sum(double* out, const float* x, size_t n, cudaStream_t s = 0);              // Σ x (in double)
+void count_nonfinite(double* out, const float* x, size_t n, cudaStream_t s = 0);  // #{i : x[i] NaN or ±Inf}, exact
 
 }  // namespace strata::cuda

@@ -1,5 +1,6 @@
-// reduce.cu: deterministic reductions into a device double, twins of cpu/reduce.cpp and cpu/stats.cpp, so the
-// trainer can gather many statistics on the device and download them once. Fixed shape: pass 1 reduces each
+// reduce.cu: deterministic reductions into a device double, twins of cpu/reduce.cpp and cpu/stats.cpp (and of
+// the CPU backend's sum and non-finite check), so the trainer can gather many statistics on the device and
+// download them once. Fixed shape: pass 1 reduces each
 // 4096-element chunk in one block (each thread 16 elements in order, then a fixed tree), pass 2 reduces the
 // chunk results in one block the same way: the same bits on every run and launch.
 #include "backend/cuda/blas.cuh"
@@ -98,6 +99,15 @@ void attention_entropy(double* out, const float* probs, int rows, int T, cudaStr
     STRATA_CUDA_LAUNCHED();
   }
   reduce<Sum>(out, size_t(rows), [=] __device__(size_t i) { return ent[i]; }, s);
+}
+
+void sum(double* out, const float* x, size_t n, cudaStream_t s) {
+  reduce<Sum>(out, n, [=] __device__(size_t i) { return double(x[i]); }, s);
+}
+
+// A count of at most 2⁵³ is exact in a double, whatever the order of the additions.
+void count_nonfinite(double* out, const float* x, size_t n, cudaStream_t s) {
+  reduce<Sum>(out, n, [=] __device__(size_t i) { return isfinite(x[i]) ? 0.0 : 1.0; }, s);
 }
 
 }  // namespace strata::cuda

@@ -1,0 +1,128 @@
+// backend.hpp: where a model computes. A Backend owns memory (host memory for the CPU, device memory for a
+// GPU) and runs every op of the model and the optimizer on pointers into it, with the contracts of the CPU ops
+// (backend/ops.hpp: '=' outputs overwritten, '+=' accumulated). The model, the optimizer and the trainer call
+// only this interface; the CPU backend forwards to strata::cpu (bit for bit what the model did before the
+// interface existed), the CUDA backend (backend/cuda/backend.cu) to strata::cuda on one stream.
+// Reductions return their value on the host (the CUDA backend waits for its stream there).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "backend/ops.hpp"
+
+namespace strata {
+
+enum class Precision { fp32, bf16 };  // bf16: GEMM inputs rounded to bfloat16, products accumulated in fp32
+Precision precision_from_name(const std::string& name);  // "fp32" | "bf16"
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 NVIDIA H100 80GB HBM3"
+  virtual bool host_memory() const = 0;  // its pointers are host memory (MPI may use them directly)
+  // Attention keeps the probabilities [B,H,T,T] (CPU) or only each query's log-sum-exp [B,H,T] (fused, GPU).
+  virtual bool keeps_attention_probs() const = 0;
+  virtual void* stream() const { return nullptr; }  // cudaStream_t of the CUDA backend
+
+  // ---- memory ----
+  virtual void* alloc(size_t bytes) = 0;  // zero-filled
+  virtual void release(void* p) noexcept = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;    // host → backend, done on return
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;  // backend → host, done on return
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;           // within the backend
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void synchronize() = 0;
+
+  // ---- model ops (shapes and contracts as in backend/ops.hpp) ----
+  virtual void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) = 0;
+  virtual void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC,
+                                     bool accumulate) = 0;
+  virtual void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC,
+                                      int OC) = 0;
+  virtual void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain,
+                                 const float* bias, int N, int C, double eps) = 0;
+  virtual void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in,
+                                  const float* gain, const float* mean, const float* rstd, int N, int C,
+                                  bool accumulate) = 0;
+  // out [B,T,C] =; probs [B,H,T,T] = where keeps_attention_probs(), else lse [B,H,T] =.
+  virtual void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C,
+                                 int H) = 0;
+  // dqkv [B,T,3C] = from the forward's out and probs (or lse).
+  virtual void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs,
+                                  const float* lse, const float* qkv, int B, int T, int C, int H) = 0;
+  virtual void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) = 0;
+  virtual void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) = 0;
+  virtual void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) = 0;
+  virtual void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V,
+                                     float scale) = 0;
+  virtual void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
+                                 int C) = 0;
+  virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
+                                  int C) = 0;
+  virtual void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n) = 0;
+  virtual void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate) = 0;
+
+  // ---- gradients and optimizer ----
+  virtual void fold(double* acc, float* g, size_t n) = 0;          // acc += g; g = 0
+  virtual void unfold(float* g, const double* acc, size_t n) = 0;  // g = float(acc)
+  virtual void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const cpu::AdamWParams& hp,
+                            bool decay) = 0;
+
+  // ---- reductions, on the host ----
+  virtual double sum(const float* x, size_t n) = 0;          // Σ x (the loss of a micro-batch)
+  virtual double sum_squares(const float* x, size_t n) = 0;  // Σ x², chunked as cpu::sum_squares (gradient norm)
+  virtual double stats_sumsq(const float* x, size_t n) = 0;
+  virtual double stats_maxabs(const float* x, size_t n) = 0;
+  virtual double stats_sqdiff(const float* a, const float* b, size_t n) = 0;
+  // Σ over (batch, head, query) of the attention entropy: from probs, or recomputed from qkv where the
+  // forward kept only the log-sum-exp.
+  virtual double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) = 0;
+  virtual bool all_finite(const float* x, size_t n) = 0;
+};
+
+// The process's CPU backend (stateless; OpenMP threads as set by set_threads).
+Backend& cpu_backend();
+// The same ops with host_memory() = false: models on it keep device-style buffers apart from their host
+// vectors (tests: STRATA_TEST_SEPARATE_MEMORY=1 trains on it, which must give the same bits).
+Backend& cpu_separate_memory_backend();
+
+// n elements of T in a backend's memory, zero-filled; RAII. On the CPU backend data() is a host pointer.
+template <class T>
+class Array {
+ public:
+  Array() = default;
+  Array(Backend& be, size_t n) : be_(&be), n_(n), p_(n ? static_cast<T*>(be.alloc(n * sizeof(T))) : nullptr) {}
+  Array(Array&& o) noexcept : be_(o.be_), n_(std::exchange(o.n_, 0)), p_(std::exchange(o.p_, nullptr)) {}
+  Array& operator=(Array&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_, n_ = std::exchange(o.n_, 0), p_ = std::exchange(o.p_, nullptr);
+    }
+    return *this;
+  }
+  Array(const Array&) = delete;
+  Array& operator=(const Array&) = delete;
+  ~Array() { reset(); }
+  // At least n elements; a growing call reallocates (contents zero, not kept).
+  void reserve(Backend& be, size_t n) {
+    if (p_ && n <= n_ && be_ == &be) return;
+    *this = Array(be, n);
+  }
+  T* data() const { return p_; }
+  size_t size() const { return n_; }
+  bool empty() const { return n_ == 0; }
+
+ private:
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr, n_ = 0;
+  }
+  Backend* be_ = nullptr;
+  size_t n_ = 0;
+  T* p_ = nullptr;
+};
+
+}  // namespace strata

@@ -1,0 +1,39 @@
+// runtime.cpp: register_cuda_runtime(): hands the CUDA build's device queries and factories to gpu_runtime(),
+// so that strata_core (the model, the trainer) never includes a CUDA header.
+#include "backend/cuda/runtime.hpp"
+
+#include <memory>
+#include <vector>
+
+#include "backend/cuda/ops.hpp"
+#include "backend/gpu_runtime.hpp"
+#if STRATA_HAVE_NCCL
+#include "parallel/nccl_transport.hpp"
+#endif
+
+namespace strata {
+
+namespace {
+
+#if STRATA_HAVE_NCCL
+std::unique_ptr<Transport> make_nccl_transport(MPI_Comm pipe, const std::vector<Action>& actions, void* stream) {
+  return std::make_unique<NcclTransport>(pipe, actions, static_cast<cudaStream_t>(stream));
+}
+#endif
+
+}  // namespace
+
+void register_cuda_runtime() {
+  GpuRuntime& r = gpu_runtime();
+  r.device_count = &cuda::device_count;
+  r.device_name = &cuda::device_name;
+  r.no_device_reason = &cuda::no_device_reason;
+  r.make_backend = &make_cuda_backend;
+#if STRATA_HAVE_NCCL
+  r.make_nccl_transport = &make_nccl_transport;
+#else
+  r.make_nccl_transport = nullptr;
+#endif
+}
+
+}  // namespace strata
