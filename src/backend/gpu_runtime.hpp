@@ -4,6 +4,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,9 @@ struct GpuRuntime {
   // (the backend's compute stream); null where the build has no NCCL.
   std::unique_ptr<Transport> (*make_nccl_transport)(MPI_Comm pipe, const std::vector<Action>& actions,
                                                     void* stream) = nullptr;
+  // The data-parallel sum over `comm` with ncclAllReduce on `stream`: the returned function sums a float64
+  // buffer of device memory in place (it owns the communicator); null where the build has no NCCL.
+  std::function<void(double*, size_t)> (*make_nccl_allreduce)(MPI_Comm comm, void* stream) = nullptr;
 };
 
 GpuRuntime& gpu_runtime();

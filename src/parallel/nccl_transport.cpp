@@ -142,4 +142,46 @@ void NcclTransport::finish() {
   events_.clear();
 }
 
+NcclAllreduce::NcclAllreduce(MPI_Comm comm, cudaStream_t stream, double timeout_s)
+    : stream_(stream), timeout_s_(timeout_s) {
+  int size = 1;
+  STRATA_MPI(MPI_Comm_rank(comm, &rank_));
+  STRATA_MPI(MPI_Comm_size(comm, &size));
+  ncclUniqueId id;
+  if (rank_ == 0) nccl_ok(ncclGetUniqueId(&id), "ncclGetUniqueId");
+  STRATA_MPI(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, comm));
+  nccl_ok(ncclCommInitRank(&comm_, size, id, rank_), "ncclCommInitRank for the data-parallel group");
+}
+
+NcclAllreduce::~NcclAllreduce() {
+  if (!comm_) return;
+  if (aborted_)
+    ncclCommAbort(comm_);
+  else
+    ncclCommDestroy(comm_);
+}
+
+void NcclAllreduce::sum(double* buf, size_t n) {
+  nccl_ok(ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, comm_, stream_), "ncclAllReduce of the gradients");
+  const auto t0 = std::chrono::steady_clock::now();
+  while (true) {
+    cudaError_t q = cudaStreamQuery(stream_);
+    if (q == cudaSuccess) return;
+    if (q != cudaErrorNotReady) cuda_ok(q, "cudaStreamQuery");
+    ncclResult_t r = ncclSuccess;
+    nccl_ok(ncclCommGetAsyncError(comm_, &r), "ncclCommGetAsyncError");
+    if (r != ncclSuccess) {
+      aborted_ = true;
+      fail("NCCL allreduce: rank ", rank_, " of the data-parallel group: ", ncclGetErrorString(r),
+           " (a replica gone or a network error)");
+    }
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_) {
+      aborted_ = true;
+      fail("NCCL allreduce: rank ", rank_, " of the data-parallel group: no result in ", timeout_s_,
+           " s (a replica stopped?)");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
 }  // namespace strata

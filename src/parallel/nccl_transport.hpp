@@ -54,4 +54,24 @@ class NcclTransport : public Transport {
   bool aborted_ = false;
 };
 
+// The data-parallel gradient sum on GPUs: float64 device buffers summed over the ranks of `comm` with
+// ncclAllReduce on the compute stream (one communicator, its ncclUniqueId broadcast over MPI from rank 0).
+// sum() returns once the result is in place; it polls ncclCommGetAsyncError while it waits and gives up after
+// `timeout_s`, aborting the communicator, so a dead replica ends the job instead of hanging it.
+class NcclAllreduce {
+ public:
+  NcclAllreduce(MPI_Comm comm, cudaStream_t stream, double timeout_s = 600);
+  ~NcclAllreduce();
+  NcclAllreduce(const NcclAllreduce&) = delete;
+  NcclAllreduce& operator=(const NcclAllreduce&) = delete;
+  void sum(double* buf, size_t n);
+
+ private:
+  ncclComm_t comm_ = nullptr;
+  cudaStream_t stream_;
+  double timeout_s_;
+  int rank_ = 0;
+  bool aborted_ = false;
+};
+
 }  // namespace strata

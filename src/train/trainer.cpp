@@ -407,6 +407,10 @@ double train_run(const Config& cfg, MPI_Comm world) {
     staged_or_nccl = std::make_unique<StagedTransport>(mpi_transport, *be);
   }
   Transport& transport = staged_or_nccl ? *staged_or_nccl : static_cast<Transport&>(mpi_transport);
+  // Data-parallel gradient sums: ncclAllReduce on device buffers with the NCCL transport, else MPI (through
+  // host memory on a GPU).
+  std::function<void(double*, size_t)> nccl_sum;
+  if (gpu && pc.transport == "nccl" && D > 1) nccl_sum = gpu_runtime().make_nccl_allreduce(topo.data, gpu->stream());
   PipelineExecutor exec(raw, spec, topo.stage, transport);
   const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, BD = B / D;
   const auto t_start = clock_type::now();
@@ -480,7 +484,9 @@ double train_run(const Config& cfg, MPI_Comm world) {
     // Gradients: summed over replicas (each already carries the 1/(B·T) of the global mean), then rounded.
     if (fold)
       for (auto& ch : chunks) {
-        if (D > 1) {  // float64 sums over replicas, through host memory on a GPU
+        if (D > 1 && nccl_sum) {
+          nccl_sum(ch->dgrad_acc(), ch->grads.size());
+        } else if (D > 1) {  // float64 sums over replicas, through host memory on a GPU
           ch->pull_grad_acc();
           allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
           ch->push_grad_acc();

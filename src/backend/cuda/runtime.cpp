@@ -19,6 +19,10 @@ namespace {
 std::unique_ptr<Transport> make_nccl_transport(MPI_Comm pipe, const std::vector<Action>& actions, void* stream) {
   return std::make_unique<NcclTransport>(pipe, actions, static_cast<cudaStream_t>(stream));
 }
+std::function<void(double*, size_t)> make_nccl_allreduce(MPI_Comm comm, void* stream) {
+  auto ar = std::make_shared<NcclAllreduce>(comm, static_cast<cudaStream_t>(stream));
+  return [ar](double* buf, size_t n) { ar->sum(buf, n); };
+}
 #endif
 
 }  // namespace
@@ -31,8 +35,10 @@ void register_cuda_runtime() {
   r.make_backend = &make_cuda_backend;
 #if STRATA_HAVE_NCCL
   r.make_nccl_transport = &make_nccl_transport;
+  r.make_nccl_allreduce = &make_nccl_allreduce;
 #else
   r.make_nccl_transport = nullptr;
+  r.make_nccl_allreduce = nullptr;
 #endif
 }
 
