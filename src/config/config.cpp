@@ -45,6 +45,7 @@ void config_visit(C& c, F&& f) {
   f("train", "threads", c.train.threads);
   f("train", "device", c.train.device);
   f("train", "precision", c.train.precision);
+  f("train", "attention", c.train.attention);
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
   f("train", "exit_interval", c.train.exit_interval);
@@ -258,6 +259,10 @@ void config_validate(const Config& c) {
                "\" is not one of fp32, bf16");
   STRATA_CHECK(t.precision == "fp32" || t.device == "cuda", src, ": key train.precision = \"", t.precision,
                "\" needs train.device = \"cuda\" (train.device = \"", t.device, "\" computes in fp32)");
+  STRATA_CHECK(t.attention == "auto" || t.attention == "fused" || t.attention == "unfused", src,
+               ": key train.attention = \"", t.attention, "\" is not one of auto, fused, unfused");
+  STRATA_CHECK(t.attention != "fused" || t.device == "cuda", src, ": key train.attention = \"fused\" needs "
+               "train.device = \"cuda\" (train.device = \"", t.device, "\" keeps the probabilities)");
   STRATA_CHECK(p.transport == "mpi" || p.transport == "nccl", src, ": key parallel.transport = \"", p.transport,
                "\" is not one of mpi, nccl");
   STRATA_CHECK(p.transport == "mpi" || t.device == "cuda", src, ": key parallel.transport = \"", p.transport,

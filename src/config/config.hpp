@@ -40,6 +40,7 @@ struct TrainConfig {
   int threads = 0;  // 0: all cores
   std::string device = "cpu";     // cpu | cuda (each rank takes the GPU of its local rank)
   std::string precision = "fp32";  // fp32 | bf16 (cuda: bf16 GEMMs, fp32 master weights and moments)
+  std::string attention = "auto";  // auto | fused (cuda: no T×T matrix) | unfused (probabilities kept; the CPU's)
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -244,12 +245,21 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
   const int n = g.device_count();
   STRATA_CHECK(n > 0, cfg.source, ": key train.device = \"cuda\": rank ", topo.rank, " on ", topo.host,
                " sees no usable CUDA device (", g.no_device_reason(), ")");
-  STRATA_CHECK(n >= topo.local_size || cfg.parallel.transport == "mpi", cfg.source, ": key parallel.transport = \"",
-               cfg.parallel.transport, "\": host ", topo.host, " runs ", topo.local_size, " ranks but has ", n,
-               " GPU(s); one GPU per rank is needed (parallel.transport = \"mpi\" lets ranks share a GPU)");
   const int dev = topo.local_rank % n;
   device_name = str("cuda:", dev, " ", g.device_name(dev));
-  return g.make_backend(dev, precision_from_name(cfg.train.precision));
+  // NCCL needs one GPU per rank. Ranks may see different GPUs as device 0 (CUDA_VISIBLE_DEVICES per task, as
+  // SLURM's --gpus-per-task sets it), so compare the physical GPUs (PCI bus ids) of the ranks on each host.
+  char mine[160] = {};
+  std::snprintf(mine, sizeof mine, "%s|%s", topo.host.c_str(), g.device_bus_id(dev).c_str());
+  std::vector<char> all(sizeof mine * size_t(topo.size));
+  STRATA_MPI(MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, topo.world));
+  for (int r = 0; r < topo.size && cfg.parallel.transport == "nccl"; r++)
+    if (r != topo.rank && std::strcmp(all.data() + r * sizeof mine, mine) == 0)
+      fail(cfg.source, ": key parallel.transport = \"nccl\": ranks ", std::min(r, topo.rank), " and ",
+           std::max(r, topo.rank), " on ", topo.host, " both got GPU ", g.device_bus_id(dev), " (", n,
+           " visible to rank ", topo.rank, ", local rank ", topo.local_rank, " of ", topo.local_size,
+           "); NCCL needs one GPU per rank (parallel.transport = \"mpi\" lets ranks share a GPU)");
+  return g.make_backend(dev, precision_from_name(cfg.train.precision), cfg.train.attention != "unfused");
 }
 
 }  // namespace

@@ -11,7 +11,8 @@
 #      GPU fp32 vs CPU within 1e-4 relative, bf16 vs fp32 within 2%, the MPI runs vs CPU within 1e-4, NCCL
 #      vs MPI the same (1e-7);
 #   5. prints tokens/s and MFU (against the GPU's dense bf16 peak) of bench-12L and of d = 1024, L = 24,
-#      T = 1024 in fp32 and bf16 (steady window: steps 11-20).
+#      T = 1024 in fp32 and bf16 with fused attention, and bf16 with unfused (cuBLAS, TF32) attention
+#      (steady window: steps 11-20).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -99,13 +100,14 @@ fi
 BIG="--set model.layers=24 --set model.d_model=1024 --set model.heads=16 --set model.d_ffn=4096
   --set model.seq_len=1024 --set train.batch_size=8 --set train.micro_batch_size=8"
 for model in bench-12L d1024-L24-T1024; do
-  for prec in fp32 bf16; do
-    extra=""
-    [ $model = bench-12L ] || extra=$BIG
+  for prec in fp32 bf16 bf16-unfused; do
+    extra="--set train.attention=fused"
+    [ $prec = bf16-unfused ] && extra="--set train.attention=unfused"
+    [ $model = bench-12L ] || extra="$extra $BIG"
     name=speed-$model-$prec
     if train "$WORK/$name" "$name" "$BIN" train --config configs/bench-12L.toml --set data.train=$DATA/train.bin \
       --set data.val=$DATA/val.bin --set train.steps=20 --set log.interval=10 --set train.eval_batches=0 \
-      --set train.device=cuda --set train.precision=$prec $extra; then
+      --set train.device=cuda --set train.precision=${prec%-unfused} $extra; then
       line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
       say "$model $prec: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
     fi

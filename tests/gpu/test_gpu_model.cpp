@@ -2,7 +2,8 @@
 // norm placement: one micro-batch's loss (1e-5 relative), every parameter gradient (1e-4 of the tensor's largest
 // magnitude), the per-block statistics (1e-4 relative), the deferred weight pass (zb-h1) equal to the fused one,
 // and a bf16 backend's loss within 2%. Where the CPU's attention keeps probabilities, the GPU's is the fused
-// kernel (log-sum-exp only), so this also checks that the two attention paths train the same model.
+// kernel (log-sum-exp only), so this also checks that the two attention paths train the same model; the
+// unfused GPU attention (cuBLAS, probabilities kept) is held to the same bounds.
 // Without a CUDA device the suite reports itself skipped (exit 77) with the reason.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE gpu_model
@@ -79,7 +80,26 @@ BOOST_DATA_TEST_CASE(model_on_gpu_matches_cpu, bdata::make({"post", "res_post", 
   cpu_m.init(7);
   gpu_m.init(7);
   const Batch b = batch(B, T, mc.vocab, 11);
-  const double lc = step(cpu_m, b, B, T, false), lg = step(gpu_m, b, B, T, false);
+  const double lc = step(cpu_m, b, B, T, false);
+  // Unfused attention on the GPU (cuBLAS, probabilities kept, as the CPU): the same model within the same bounds.
+  {
+    auto un = make_cuda_backend(0, Precision::fp32, false);
+    Model un_m(mc, {}, un.get());
+    un_m.init(7);
+    const double lu = step(un_m, b, B, T, false);
+    BOOST_TEST(std::fabs(lu - lc) / std::fabs(lc) < 1e-5, norm << ": unfused loss cpu " << lc << " gpu " << lu);
+    double worst = 0;
+    for (size_t i = 0; i < cpu_m.grads.size(); i++) worst = std::max(worst, double(std::fabs(cpu_m.grads[i] - un_m.grads[i])));
+    double mx = 0;
+    for (float g : cpu_m.grads) mx = std::max(mx, double(std::fabs(g)));
+    BOOST_TEST(worst <= 1e-4 * mx, norm << ": unfused gradients differ by " << worst << " (largest " << mx << ")");
+    auto un16 = make_cuda_backend(0, Precision::bf16, false);
+    Model un16_m(mc, {}, un16.get());
+    un16_m.init(7);
+    const double lu16 = step(un16_m, b, B, T, false);
+    BOOST_TEST(std::fabs(lu16 - lc) / std::fabs(lc) < 2e-2, norm << ": unfused bf16 loss " << lu16 << " vs " << lc);
+  }
+  const double lg = step(gpu_m, b, B, T, false);
   BOOST_TEST(std::fabs(lg - lc) / std::fabs(lc) < 1e-5, norm << ": loss cpu " << lc << " gpu " << lg);
   double worst = 0;
   std::string where;

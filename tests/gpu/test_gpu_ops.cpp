@@ -178,6 +178,14 @@ BOOST_AUTO_TEST_CASE(attention_against_cpu) {
   expect_close(host(probs_), probs, 1e-5, "attention_forward probs");
   cuda::attention_backward(dqkv_.as<float>(), dout_.as<float>(), probs_.as<float>(), qkv_.as<float>(), B, T, C, H);
   expect_close(host(dqkv_), dqkv, 1e-5, "attention_backward dqkv");
+  // bf16 mode: the same GEMMs on TF32 tensor cores (10-bit mantissas): within 1e-2 of the largest magnitude.
+  auto out16 = poisoned(out.size()), probs16 = poisoned(probs.size()), dqkv16 = poisoned(dqkv.size());
+  cuda::attention_forward(out16.as<float>(), probs16.as<float>(), qkv_.as<float>(), B, T, C, H, 0, Precision::bf16);
+  expect_close(host(out16), out, 1e-2, "attention_forward out (TF32)");
+  expect_close(host(probs16), probs, 1e-2, "attention_forward probs (TF32)");
+  cuda::attention_backward(dqkv16.as<float>(), dout_.as<float>(), probs16.as<float>(), qkv_.as<float>(), B, T, C, H, 0,
+                           Precision::bf16);
+  expect_close(host(dqkv16), dqkv, 1e-2, "attention_backward dqkv (TF32)");
 }
 
 BOOST_AUTO_TEST_CASE(fused_attention_against_cpu) {

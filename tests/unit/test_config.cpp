@@ -67,5 +67,10 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
              "x.toml: key parallel.transport = \"nccl\" moves GPU buffers: it needs train.device = \"cuda\" "
              "(train.device = \"cpu\")");
   BOOST_TEST(msg("", {"parallel.transport=gloo"}) == "x.toml: key parallel.transport = \"gloo\" is not one of mpi, nccl");
-  BOOST_TEST(msg("", {"train.device=cuda", "train.precision=bf16", "parallel.transport=nccl"}) == "no error");
+  BOOST_TEST(msg("", {"train.attention=fused"}) ==
+             "x.toml: key train.attention = \"fused\" needs train.device = \"cuda\" (train.device = \"cpu\" keeps "
+             "the probabilities)");
+  BOOST_TEST(msg("", {"train.attention=sdpa"}) == "x.toml: key train.attention = \"sdpa\" is not one of auto, fused, unfused");
+  BOOST_TEST(msg("", {"train.device=cuda", "train.precision=bf16", "parallel.transport=nccl", "train.attention=fused"}) ==
+             "no error");
 }

@@ -1,7 +1,7 @@
 // attention.cu: causal multi-head attention on a fused qkv buffer, the twin of cpu/attention.cpp: per batch
 // row, cuBLAS strided-batched GEMMs over the heads on strided views of qkv (lda = 3C, heads hs columns
 // apart), a warp per query row for the masked softmax and its backward. probs [B,H,T,T] is kept, as on the
-// CPU; a fused kernel that never stores the T×T matrix is the next step for long sequences.
+// CPU (flash_attention.cu is the fused version that never stores it). In bf16 mode the GEMMs use TF32.
 #include <cmath>
 
 #include "backend/cuda/blas.cuh"
@@ -40,17 +40,25 @@ __global__ void causal_softmax_backward(float* dP, const float* P, int rows, int
   for (int j = lane; j < Tn; j += kWarp) d[j] = j <= i ? p[j] * (d[j] - dot) * scale : 0.0f;
 }
 
-void batched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-             const float* A, int lda, long long sa, const float* B, int ldb, long long sb, float* C, int ldc,
-             long long sc, int batch) {
+// fp32: SGEMM; bf16: the same products on TF32 tensor cores (fp32 in and out, fp32 accumulation).
+void batched(cublasHandle_t h, Precision p, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+             float alpha, const float* A, int lda, long long sa, const float* B, int ldb, long long sb, float* C,
+             int ldc, long long sc, int batch) {
   const float beta = 0.0f;
-  STRATA_CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C, ldc, sc,
-                                                batch));
+  if (p == Precision::fp32) {
+    STRATA_CUBLAS_CHECK(cublasSgemmStridedBatched(h, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C, ldc,
+                                                  sc, batch));
+    return;
+  }
+  STRATA_CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F,
+                                                 ldb, sb, &beta, C, CUDA_R_32F, ldc, sc, batch,
+                                                 CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace
 
-void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s,
+                       Precision prec) {
   if (B <= 0) return;
   const int hs = C / H, ld = 3 * C;
   const long long TT = (long long)Tn * Tn;
@@ -61,7 +69,7 @@ void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn
     const float* k = q + C;
     float* P = probs + size_t(b) * H * TT;
     // S[T,T] = q·kᵀ·scale  (column-major: Sᵀ = k·qᵀ)
-    batched(h, CUBLAS_OP_T, CUBLAS_OP_N, Tn, Tn, hs, scale, k, ld, hs, q, ld, hs, P, Tn, TT, H);
+    batched(h, prec, CUBLAS_OP_T, CUBLAS_OP_N, Tn, Tn, hs, scale, k, ld, hs, q, ld, hs, P, Tn, TT, H);
   }
   const int rows = B * H * Tn;
   causal_softmax<<<blocks_for(size_t(rows), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(probs, rows, Tn);
@@ -69,13 +77,14 @@ void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn
   for (int b = 0; b < B; b++) {
     const float* v = qkv + size_t(b) * Tn * ld + 2 * C;
     // O[T,hs] = P·v  (column-major: Oᵀ = vᵀ·Pᵀ), written into out's columns of head h (ld C)
-    batched(h, CUBLAS_OP_N, CUBLAS_OP_N, hs, Tn, Tn, 1.0f, v, ld, hs, probs + size_t(b) * H * TT, Tn, TT,
+    batched(h, prec, CUBLAS_OP_N, CUBLAS_OP_N, hs, Tn, Tn, 1.0f, v, ld, hs, probs + size_t(b) * H * TT, Tn, TT,
             out + size_t(b) * Tn * C, C, hs, H);
   }
 }
 
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int B, int Tn, int C,
-                        int H, cudaStream_t s) {
+                        int H, cudaStream_t s,
+                        Precision prec) {
   if (B <= 0) return;
   const int hs = C / H, ld = 3 * C;
   const long long TT = (long long)Tn * Tn;
@@ -88,9 +97,10 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
     const float* P = probs + size_t(b) * H * TT;
     float* dv = dqkv + size_t(b) * Tn * ld + 2 * C;
     // dP[T,T] = dO·vᵀ  (column-major: dPᵀ = v·dOᵀ)
-    batched(h, CUBLAS_OP_T, CUBLAS_OP_N, Tn, Tn, hs, 1.0f, v, ld, hs, dO, C, hs, dP + size_t(b) * H * TT, Tn, TT, H);
+    batched(h, prec, CUBLAS_OP_T, CUBLAS_OP_N, Tn, Tn, hs, 1.0f, v, ld, hs, dO, C, hs, dP + size_t(b) * H * TT, Tn, TT,
+            H);
     // dv[T,hs] = Pᵀ·dO  (column-major: dvᵀ = dOᵀ·P)
-    batched(h, CUBLAS_OP_N, CUBLAS_OP_T, hs, Tn, Tn, 1.0f, dO, C, hs, P, Tn, TT, dv, ld, hs, H);
+    batched(h, prec, CUBLAS_OP_N, CUBLAS_OP_T, hs, Tn, Tn, 1.0f, dO, C, hs, P, Tn, TT, dv, ld, hs, H);
   }
   const int rows = B * H * Tn;
   causal_softmax_backward<<<blocks_for(size_t(rows), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(dP, probs, rows,
@@ -103,9 +113,9 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
     float* dq = dqkv + size_t(b) * Tn * ld;
     float* dk = dq + C;
     // dq[T,hs] = dS·k  (column-major: dqᵀ = kᵀ·dSᵀ)
-    batched(h, CUBLAS_OP_N, CUBLAS_OP_N, hs, Tn, Tn, 1.0f, k, ld, hs, dS, Tn, TT, dq, ld, hs, H);
+    batched(h, prec, CUBLAS_OP_N, CUBLAS_OP_N, hs, Tn, Tn, 1.0f, k, ld, hs, dS, Tn, TT, dq, ld, hs, H);
     // dk[T,hs] = dSᵀ·q  (column-major: dkᵀ = qᵀ·dS)
-    batched(h, CUBLAS_OP_N, CUBLAS_OP_T, hs, Tn, Tn, 1.0f, q, ld, hs, dS, Tn, TT, dk, ld, hs, H);
+    batched(h, prec, CUBLAS_OP_N, CUBLAS_OP_T, hs, Tn, Tn, 1.0f, q, ld, hs, dS, Tn, TT, dk, ld, hs, H);
   }
 }
 

@@ -35,12 +35,13 @@ struct Stream {
 class CudaBackend final : public Backend {
  public:
   // The device is set before the stream (a member after name_) is created on it.
-  CudaBackend(int device, Precision precision) : precision_(precision), name_(select(device)) {}
+  CudaBackend(int device, Precision precision, bool fused_attention)
+      : precision_(precision), fused_(fused_attention), name_(select(device)) {}
   ~CudaBackend() override { cudaStreamSynchronize(stream_.s); }  // scratch is freed only after its last use
 
   std::string name() const override { return name_; }
   bool host_memory() const override { return false; }
-  bool keeps_attention_probs() const override { return false; }
+  bool keeps_attention_probs() const override { return !fused_; }
   void* stream() const override { return stream_.s; }
 
   // ---- memory ----
@@ -105,12 +106,20 @@ class CudaBackend final : public Backend {
                           bool accumulate) override {
     cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s());
   }
-  void attention_forward(float* out, float*, float* lse, const float* qkv, int B, int T, int C, int H) override {
+  void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
+    if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
+      STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
+      return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
+    }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
     cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s());
   }
-  void attention_backward(float* dqkv, const float* dout, const float* out, const float*, const float* lse,
+  void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
+    if (!fused_) {
+      STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
+      return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
+    }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
     cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
   }
@@ -226,6 +235,7 @@ class CudaBackend final : public Backend {
   }
 
   Precision precision_;
+  bool fused_;
   std::string name_;
   Stream stream_;                  // destroyed last of the device objects: after the buffers below
   cuda::Buffer red_, out_, probs_;  // reduction slots; attention_entropy's recomputed out [T,C], probs [H,T,T]
@@ -233,8 +243,8 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cuda_backend(int device, Precision precision) {
-  return std::make_unique<CudaBackend>(device, precision);
+std::unique_ptr<Backend> make_cuda_backend(int device, Precision precision, bool fused_attention) {
+  return std::make_unique<CudaBackend>(device, precision, fused_attention);
 }
 
 }  // namespace strata

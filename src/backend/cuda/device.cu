@@ -32,6 +32,12 @@ std::string device_name(int d) {
   return p.name;
 }
 
+std::string device_bus_id(int d) {
+  char id[32] = {};
+  STRATA_CUDA_CHECK(cudaDeviceGetPCIBusId(id, sizeof id, d));
+  return id;
+}
+
 void set_device(int d) { STRATA_CUDA_CHECK(cudaSetDevice(d)); }
 void synchronize() { STRATA_CUDA_CHECK(cudaDeviceSynchronize()); }
 

@@ -22,6 +22,7 @@ using cpu::AdamWParams;
 // ---- device.cu ----
 int device_count();             // 0 where there is no usable device (no driver, no GPU)
 std::string device_name(int d);  // "NVIDIA H100 80GB HBM3"
+std::string device_bus_id(int d);  // "0000:1B:00.0": the physical GPU, whatever CUDA_VISIBLE_DEVICES numbers it"
 std::string no_device_reason();  // why device_count() is 0, from cudaGetDeviceCount's error
 void set_device(int d);
 void synchronize();
@@ -62,9 +63,13 @@ void layernorm_backward(float* din, float* dgain, float* dbias, const float* dou
                         const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s = 0);
 
 // ---- attention.cu: causal multi-head attention on a fused qkv [B,T,3C]; probs [B,H,T,T] kept ----
-void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+// With Precision::bf16 the four batched GEMMs run on TF32 tensor cores (10-bit mantissas, more than bf16's 7;
+// inputs and outputs stay fp32); fp32 is exact SGEMM.
+void attention_forward(float* out, float* probs, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
+                       Precision p = Precision::fp32);
 void attention_backward(float* dqkv, const float* dout, const float* probs, const float* qkv, int B, int Tn, int C,
-                        int H, cudaStream_t s = 0);
+                        int H, cudaStream_t s = 0,
+                        Precision p = Precision::fp32);
 
 // ---- flash_attention.cu: the same attention without the T×T matrix (memory O(T) per head): out [B,T,C] =,
 // lse [B,H,T] = (each query row's log-sum-exp, kept for the backward); dqkv [B,T,3C] = from out and lse ----

@@ -31,6 +31,7 @@ void register_cuda_runtime() {
   GpuRuntime& r = gpu_runtime();
   r.device_count = &cuda::device_count;
   r.device_name = &cuda::device_name;
+  r.device_bus_id = &cuda::device_bus_id;
   r.no_device_reason = &cuda::no_device_reason;
   r.make_backend = &make_cuda_backend;
 #if STRATA_HAVE_NCCL
