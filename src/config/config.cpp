@@ -58,6 +58,7 @@ void config_visit(C& c, F&& f) {
   f("checkpoint", "interval", c.checkpoint.interval);
   f("checkpoint", "keep", c.checkpoint.keep);
   f("checkpoint", "resume", c.checkpoint.resume);
+  f("checkpoint", "at_end", c.checkpoint.at_end);
   f("log", "interval", c.log.interval);
   f("log", "metrics", c.log.metrics);
   f("log", "peak_gflops", c.log.peak_gflops);
@@ -265,6 +266,9 @@ void config_validate(const Config& c) {
                "train.device = \"cuda\" (train.device = \"", t.device, "\" keeps the probabilities)");
   STRATA_CHECK(p.transport == "mpi" || p.transport == "nccl", src, ": key parallel.transport = \"", p.transport,
                "\" is not one of mpi, nccl");
+  STRATA_CHECK(p.transport == "mpi" || p.pipeline > 1 || p.virtual_stages == 1, src,
+               ": key parallel.transport = \"nccl\" with parallel.pipeline = 1 and parallel.virtual_stages = ",
+               p.virtual_stages, ": the chunks would send to their own rank; use parallel.transport = \"mpi\"");
   STRATA_CHECK(p.transport == "mpi" || t.device == "cuda", src, ": key parallel.transport = \"", p.transport,
                "\" moves GPU buffers: it needs train.device = \"cuda\" (train.device = \"", t.device, "\")");
   STRATA_CHECK(t.batch_size % p.data == 0 && (t.batch_size / p.data) % t.micro_batch_size == 0, src,

@@ -59,6 +59,7 @@ struct CheckpointConfig {
   int interval = 0;             // steps between checkpoints; 0: only at the end
   int keep = 0;                 // newest complete checkpoints kept; 0: all
   std::string resume = "none";  // none | auto | a checkpoint path
+  bool at_end = true;           // save when training ends (false: benchmarks; signals and exit_interval still save)
 };
 
 struct LogConfig {

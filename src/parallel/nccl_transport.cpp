@@ -2,6 +2,7 @@
 #include "parallel/nccl_transport.hpp"
 
 #include <chrono>
+#include <exception>
 #include <set>
 #include <thread>
 
@@ -53,6 +54,9 @@ NcclTransport::NcclTransport(MPI_Comm pipeline, const std::vector<Action>& actio
 }
 
 NcclTransport::~NcclTransport() {
+  // Destroyed while an error unwinds (on this rank or reported by NCCL): abort, since ncclCommDestroy would
+  // wait for transfers whose peer may never post its half, and the job must reach MPI_Abort.
+  if (std::uncaught_exceptions() > 0) aborted_ = true;
   for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
   for (auto& [e, c] : channels_) {
     if (aborted_)
@@ -155,7 +159,7 @@ NcclAllreduce::NcclAllreduce(MPI_Comm comm, cudaStream_t stream, double timeout_
 
 NcclAllreduce::~NcclAllreduce() {
   if (!comm_) return;
-  if (aborted_)
+  if (aborted_ || std::uncaught_exceptions() > 0)
     ncclCommAbort(comm_);
   else
     ncclCommDestroy(comm_);

@@ -394,17 +394,19 @@ double train_run(const Config& cfg, MPI_Comm world) {
   // MFU's peak: the config's; else the GPU's dense bf16 peak from its name; else the measured CPU sgemm peak.
   const double gpu_peak = gpu ? gpu_bf16_peak_gflops(gpu_name) : 0;
   const double peak = cfg.log.peak_gflops > 0 ? cfg.log.peak_gflops
-                      : gpu                   ? (gpu_peak > 0 ? gpu_peak : NAN)
+                      : gpu                   ? gpu_peak  // 0: unknown GPU, MFU not reported
                                               : measure_sgemm_gflops();
-  const char* peak_what = cfg.log.peak_gflops > 0 ? " (config)"
-                          : gpu                   ? (gpu_peak > 0 ? " (GPU bf16 dense peak)" : " (unknown GPU: set log.peak_gflops)")
-                                                  : " (measured)";
+  const std::string peak_text =
+      cfg.log.peak_gflops > 0 ? str(gpu ? "peak " : "sgemm peak ", int(peak), " GFLOP/s (config)")
+      : gpu                   ? (gpu_peak > 0 ? str("bf16 dense peak ", int(peak), " GFLOP/s (", gpu_name, ")")
+                                              : str("peak of ", gpu_name, " unknown: set log.peak_gflops for MFU"))
+                              : str("sgemm peak ", int(peak), " GFLOP/s (measured)");
   const ParamLayout& layout = chunks[0]->layout;
   const double fpt = flops_per_token(mc, layout);
   say(str("model: ", layout.total, " parameters (", layout.matmul_params, " in matmuls), ", mc.layers,
-          " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s) on ", be->name(), "; schedule ", pc.schedule,
-          ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; peak ", peak, " GFLOP/s",
-          peak_what));
+          " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s) on ", be->name(),
+          "; schedule ", pc.schedule, ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; ",
+          peak_text));
 
   // Transport: MPI between host buffers (staged through the host for GPU buffers), or NCCL GPU to GPU.
   MpiTransport mpi_transport(topo.pipe);
@@ -581,11 +583,12 @@ double train_run(const Config& cfg, MPI_Comm world) {
     if (st.step % cfg.log.interval == 0 || st.step == tc.steps) {
       const double ms = 1e3 * window_s / window_steps;
       const double tps = double(B) * T / (window_s / window_steps);
-      const double mfu = tps * fpt / (peak * 1e9 * topo.size);
-      char line[256];
+      const double mfu = peak > 0 ? tps * fpt / (peak * 1e9 * topo.size) : 0;  // 0: peak unknown
+      char line[256], mfu_text[32] = "n/a";
+      if (peak > 0) std::snprintf(mfu_text, sizeof mfu_text, "%.1f%%", 100 * mfu);
       std::snprintf(line, sizeof line,
-                    "step %6lld/%d | loss %.4f | lr %.3e | grad_norm %.4f | %7.1f ms/step | %8.0f tok/s | MFU %.1f%%",
-                    static_cast<long long>(st.step), tc.steps, loss, lr, norm, ms, tps, 100 * mfu);
+                    "step %6lld/%d | loss %.4f | lr %.3e | grad_norm %.4f | %7.1f ms/step | %8.0f tok/s | MFU %s",
+                    static_cast<long long>(st.step), tc.steps, loss, lr, norm, ms, tps, mfu_text);
       say(line);
       if (lead)
         metrics << "{\"step\":" << st.step << ",\"loss\":" << loss << ",\"lr\":" << lr << ",\"grad_norm\":" << norm
@@ -645,7 +648,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
     }
   }
   run_eval(st.step);
-  if (st.step > first_step || resume_from.empty()) save();
+  if ((st.step > first_step || resume_from.empty()) && cfg.checkpoint.at_end) save();
   topology_free(topo);
   return val_loss;
 }

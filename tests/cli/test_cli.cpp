@@ -155,3 +155,16 @@ BOOST_FIXTURE_TEST_CASE(prepare_eval_sample_inspect_end_to_end, Fixture) {
   BOOST_TEST(r.out.find("[32, 16]") != std::string::npos);
   BOOST_TEST(r.out.find("step 3") != std::string::npos);
 }
+
+BOOST_FIXTURE_TEST_CASE(checkpoint_at_end_false_saves_only_when_asked, Fixture) {
+  const std::string ck = dir + "/ck_at_end";
+  const std::string cfg = write(dir + "/at_end.toml", config_text(dir, ck));
+  auto r = test::run(kBin + " train --config " + cfg + " --set checkpoint.at_end=false");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  BOOST_TEST(!fs::exists(ck + "/step-00000003.h5"), "checkpoint.at_end = false wrote a final checkpoint");
+  BOOST_TEST(fs::exists(ck + "/metrics.jsonl"));
+  // exit_interval still saves (a requeued job must be able to resume).
+  r = test::run(kBin + " train --config " + cfg + " --set checkpoint.at_end=false --set train.exit_interval=2");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  BOOST_TEST(fs::exists(ck + "/step-00000002.h5"), r.out);
+}

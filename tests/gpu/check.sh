@@ -14,19 +14,27 @@
 #      T = 1024 in fp32 and bf16 with fused attention, and bf16 with unfused (cuBLAS, TF32) attention
 #      (steady window: steps 11-20).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
+#
+# Usage: tests/gpu/check.sh [--phase all|build|tests|train|speed] [BUILD_DIR]. The phases can run as separate
+# commands on one machine (the build stays in BUILD_DIR, default build-gpu): "build" (with 1-3) truncates the
+# summary, the others append to it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+PHASE=all
+if [ "${1:-}" = --phase ]; then PHASE=$2; shift 2; fi
+case $PHASE in all | build | tests | train | speed) ;; *) echo "check.sh: unknown phase $PHASE" >&2; exit 2 ;; esac
 BUILD=${1:-build-gpu}
 LOG=${OUT:-/tmp}/gpu-check.txt
 WORK=${STRATA_GPU_WORK:-/tmp/strata-gpu-check}
 PY=$(command -v /usr/bin/python3 || command -v python3)
-: > "$LOG"
+want() { [ "$PHASE" = all ] || [ "$PHASE" = "$1" ]; }
 say() { echo "$*" | tee -a "$LOG"; }
 rc=0
+t0=$(date +%s)
+if want build; then
+: > "$LOG"
 say "gpu check: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | sed 's/^/device: /' | tee -a "$LOG"
-NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
-t0=$(date +%s)
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release > "$BUILD.cmake.log" 2>&1 ||
   { say "configure failed: $(tail -5 "$BUILD.cmake.log")"; exit 1; }
 grep -q "Strata: CUDA backend" "$BUILD.cmake.log" || { say "no CUDA toolkit found by CMake"; exit 1; }
@@ -35,8 +43,12 @@ grep -q "Strata: NCCL /" "$BUILD.cmake.log" && targets="$targets test_nccl_trans
 cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$BUILD.build.log" 2>&1 ||
   { say "build failed: $(grep -m3 error "$BUILD.build.log")"; exit 1; }
 say "build: $(( $(date +%s) - t0 )) s"
+fi
+[ -x "$BUILD/strata" ] || { say "no build in $BUILD: run the build phase first"; exit 1; }
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 
 # ---- 2. GPU tests ----
+if want tests || want build; then
 for t in test_cuda_build test_gpu_ops test_gpu_model test_nccl_transport; do
   out=$(ctest --test-dir "$BUILD" -R "^$t\$" --output-on-failure 2>&1)
   r=$?
@@ -47,17 +59,19 @@ done
 
 # ---- 3. op benchmark ----
 timeout 300 "$BUILD/tests/bench_gpu_ops" 2>&1 | tee -a "$LOG" || rc=1
+fi
 
 # ---- 4. training: GPU against CPU from one checkpoint ----
 BIN=$PWD/$BUILD/strata
-rm -rf "$WORK" && mkdir -p "$WORK"
+mkdir -p "$WORK"
 DATA=data/kjv
 if [ ! -f $DATA/train.bin ]; then  # no prepared corpus in this tree: the sources as bytes
   DATA=$WORK/data
   "$BIN" prepare --text README.md docs/*.md src/*/*.cpp src/*/*.hpp src/backend/*/*.cpp src/backend/cuda/*.cu \
     --out "$DATA" > "$WORK/prepare.log" 2>&1 || { say "prepare failed: $(tail -2 "$WORK/prepare.log")"; exit 1; }
 fi
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
+  OMPI_MCA_btl_vader_single_copy_mechanism=none
 COMMON="--config configs/bench-12L.toml --set data.train=$DATA/train.bin --set data.val=$DATA/val.bin
   --set train.steps=25 --set log.interval=1 --set train.eval_batches=0"
 train() {  # DIR LOGNAME ARGS...: one run, its output in $WORK/LOGNAME.log
@@ -67,7 +81,8 @@ train() {  # DIR LOGNAME ARGS...: one run, its output in $WORK/LOGNAME.log
     { say "$name: run failed ($?): $(grep -m1 -i error "$WORK/$name.log" || tail -1 "$WORK/$name.log")"; rc=1; return 1; }
 }
 compare() { "$PY" tests/gpu/compare_losses.py "$@" 6 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1; }
-if train "$WORK/start" start "$BIN" train $COMMON --set train.exit_interval=5; then
+if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WORK"/nccl2 "$WORK"/dp2* &&
+  train "$WORK/start" start "$BIN" train $COMMON --set train.exit_interval=5; then
   for r in cpu gpu32 gpu16 mpi2 nccl2 dp2mpi dp2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
   R="--set checkpoint.resume=auto"
   train "$WORK/cpu" cpu "$BIN" train $COMMON $R
@@ -100,6 +115,7 @@ fi
 BIG="--set model.layers=24 --set model.d_model=1024 --set model.heads=16 --set model.d_ffn=4096
   --set model.seq_len=1024 --set train.batch_size=8 --set train.micro_batch_size=8"
 for model in bench-12L d1024-L24-T1024; do
+  want speed || break
   for prec in fp32 bf16 bf16-unfused; do
     extra="--set train.attention=fused"
     [ $prec = bf16-unfused ] && extra="--set train.attention=unfused"
@@ -107,11 +123,10 @@ for model in bench-12L d1024-L24-T1024; do
     name=speed-$model-$prec
     if train "$WORK/$name" "$name" "$BIN" train --config configs/bench-12L.toml --set data.train=$DATA/train.bin \
       --set data.val=$DATA/val.bin --set train.steps=20 --set log.interval=10 --set train.eval_batches=0 \
-      --set train.device=cuda --set train.precision=${prec%-unfused} $extra; then
+      --set train.device=cuda --set train.precision=${prec%-unfused} --set checkpoint.at_end=false $extra; then
       line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
       say "$model $prec: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
     fi
-    rm -f "$WORK/$name"/*.h5
   done
 done
 cp "$WORK"/*.log "${OUT:-$WORK}/" 2>/dev/null || true

@@ -70,6 +70,10 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
   BOOST_TEST(msg("", {"train.attention=fused"}) ==
              "x.toml: key train.attention = \"fused\" needs train.device = \"cuda\" (train.device = \"cpu\" keeps "
              "the probabilities)");
+  BOOST_TEST(msg("", {"train.device=cuda", "parallel.transport=nccl", "parallel.schedule=interleaved",
+                      "parallel.virtual_stages=2"}) ==
+             "x.toml: key parallel.transport = \"nccl\" with parallel.pipeline = 1 and parallel.virtual_stages = 2: the "
+             "chunks would send to their own rank; use parallel.transport = \"mpi\"");
   BOOST_TEST(msg("", {"train.attention=sdpa"}) == "x.toml: key train.attention = \"sdpa\" is not one of auto, fused, unfused");
   BOOST_TEST(msg("", {"train.device=cuda", "train.precision=bf16", "parallel.transport=nccl", "train.attention=fused"}) ==
              "no error");

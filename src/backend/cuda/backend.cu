@@ -6,6 +6,7 @@
 // to the host wait for the stream, so host buffers may be pageable and reused as soon as the call returns.
 // Every op runs on the device current on the calling thread: make_cuda_backend sets it.
 #include <algorithm>
+#include <exception>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,8 +27,8 @@ struct Stream {
   Stream& operator=(const Stream&) = delete;
   ~Stream() {
     if (s) {
-      cudaStreamSynchronize(s);
-      cudaStreamDestroy(s);
+      if (std::uncaught_exceptions() == 0) cudaStreamSynchronize(s);
+      cudaStreamDestroy(s);  // with work pending, its resources go when that work ends
     }
   }
 };
@@ -37,7 +38,12 @@ class CudaBackend final : public Backend {
   // The device is set before the stream (a member after name_) is created on it.
   CudaBackend(int device, Precision precision, bool fused_attention)
       : precision_(precision), fused_(fused_attention), name_(select(device)) {}
-  ~CudaBackend() override { cudaStreamSynchronize(stream_.s); }  // scratch is freed only after its last use
+  ~CudaBackend() override {
+    // Unwinding an error (a peer gone, work queued behind a transfer that never comes): do not wait for the
+    // stream; the process is about to end. Otherwise the scratch is freed in stream order after its last use.
+    for (Scratch* b : {&red_, &out_, &probs_}) release(b->p), b->p = nullptr;
+    if (std::uncaught_exceptions() == 0) cudaStreamSynchronize(stream_.s);
+  }
 
   std::string name() const override { return name_; }
   bool host_memory() const override { return false; }
@@ -47,23 +53,23 @@ class CudaBackend final : public Backend {
   // ---- memory ----
   void* alloc(size_t bytes) override {
     if (bytes == 0) return nullptr;
+    // Stream-ordered (cudaMallocAsync / cudaFreeAsync): neither waits for the whole device, which could wait
+    // for an NCCL receive posted ahead while its peer waits for this rank (cudaMalloc/cudaFree may).
     void* p = nullptr;
-    cudaError_t e = cudaMalloc(&p, bytes);
-    STRATA_CHECK(e == cudaSuccess, "cuda backend (", name_, "): cudaMalloc of ", bytes,
+    cudaError_t e = cudaMallocAsync(&p, bytes, s());
+    STRATA_CHECK(e == cudaSuccess, "cuda backend (", name_, "): cudaMallocAsync of ", bytes,
                  " bytes: ", cudaGetErrorString(e));
     e = cudaMemsetAsync(p, 0, bytes, s());
     if (e == cudaSuccess) e = cudaStreamSynchronize(s());
     if (e != cudaSuccess) {
-      cudaFree(p);
+      cudaFreeAsync(p, s());
       fail("cuda backend: cudaMemsetAsync/cudaStreamSynchronize zeroing ", bytes, " bytes: ",
            cudaGetErrorString(e));
     }
     return p;
   }
   void release(void* p) noexcept override {
-    if (!p) return;
-    cudaStreamSynchronize(s());  // work still queued on p finishes first; errors ignored here
-    cudaFree(p);
+    if (p) cudaFreeAsync(p, s());  // after the work queued on the stream so far; errors ignored here
   }
   void upload(void* dst, const void* host_src, size_t bytes) override {
     if (!bytes) return;
@@ -190,8 +196,8 @@ class CudaBackend final : public Backend {
       return fetch();
     }
     double* ent = slots(size_t(B));
-    float* out = grow(out_, size_t(T) * C);
-    float* p = grow(probs_, size_t(H) * T * T);
+    float* out = grow(out_, size_t(T) * C, 0.0f);
+    float* p = grow(probs_, size_t(H) * T * T, 0.0f);
     for (int b = 0; b < B; b++) {
       cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
       cuda::attention_entropy(ent + b, p, H * T, T, s());
@@ -213,24 +219,26 @@ class CudaBackend final : public Backend {
     return str("cuda:", device, " ", cuda::device_name(device));
   }
   cudaStream_t s() const { return stream_.s; }
-  // At least n floats of scratch buffer b, grown (never shrunk) once the stream is done with the old one.
-  float* grow(cuda::Buffer& b, size_t n) {
-    if (b.bytes() < n * sizeof(float)) {
-      synchronize();
-      b = cuda::Buffer(n * sizeof(float));
+  // Scratch of the backend's own memory, grown (never shrunk) in stream order: the old buffer is freed after
+  // the work queued on it.
+  struct Scratch {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  void* grow(Scratch& b, size_t bytes) {
+    if (b.bytes < bytes) {
+      release(b.p);
+      b.p = nullptr, b.bytes = 0;
+      b.p = alloc(bytes);
+      b.bytes = bytes;
     }
-    return b.as<float>();
+    return b.p;
   }
-  double* slots(size_t n) {
-    if (red_.bytes() < n * sizeof(double)) {
-      synchronize();
-      red_ = cuda::Buffer(std::max<size_t>(n, 16) * sizeof(double));
-    }
-    return red_.as<double>();
-  }
+  float* grow(Scratch& b, size_t n, float) { return static_cast<float*>(grow(b, n * sizeof(float))); }
+  double* slots(size_t n) { return static_cast<double*>(grow(red_, std::max<size_t>(n, 16) * sizeof(double))); }
   double fetch() {  // slot 0, after the stream's work
     double v = 0;
-    download(&v, red_.as<double>(), sizeof v);
+    download(&v, red_.p, sizeof v);
     return v;
   }
 
@@ -238,7 +246,7 @@ class CudaBackend final : public Backend {
   bool fused_;
   std::string name_;
   Stream stream_;                  // destroyed last of the device objects: after the buffers below
-  cuda::Buffer red_, out_, probs_;  // reduction slots; attention_entropy's recomputed out [T,C], probs [H,T,T]
+  Scratch red_, out_, probs_;     // reduction slots; attention_entropy's recomputed out [T,C], probs [H,T,T]
 };
 
 }  // namespace

@@ -29,13 +29,22 @@ cublasHandle_t blas(cudaStream_t s) {
 }
 
 void* scratch(int which, size_t bytes, cudaStream_t s) {
-  thread_local std::map<std::pair<cudaStream_t, int>, Buffer> bufs;  // per stream: no cross-stream reuse
-  Buffer& b = bufs[{s, which}];
-  if (b.bytes() < bytes) {
-    if (b.bytes()) STRATA_CUDA_CHECK(cudaStreamSynchronize(s));  // the old buffer may still be read
-    b = Buffer(bytes);
+  // Per stream (no cross-stream reuse), grown in stream order: cudaFreeAsync frees the old buffer after the
+  // work queued on it, and neither call waits for the whole device (cudaFree could wait for an NCCL receive
+  // posted ahead, whose peer may be waiting for this rank). Kept until the thread ends.
+  struct Block {
+    void* p = nullptr;
+    size_t bytes = 0;
+  };
+  thread_local std::map<std::pair<cudaStream_t, int>, Block> bufs;
+  Block& b = bufs[{s, which}];
+  if (b.bytes < bytes) {
+    if (b.p) STRATA_CUDA_CHECK(cudaFreeAsync(b.p, s));
+    b.p = nullptr, b.bytes = 0;
+    STRATA_CUDA_CHECK(cudaMallocAsync(&b.p, bytes, s));
+    b.bytes = bytes;
   }
-  return b.as<void>();
+  return b.p;
 }
 
 namespace {
