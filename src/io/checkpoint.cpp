@@ -56,6 +56,12 @@ std::string stack_key(const TensorSpec& t) {
   return t.block < 0 ? t.name : "blocks/" + t.name.substr(t.name.find('/', 7) + 1);
 }
 
+}  // namespace
+
+std::string checkpoint_dataset(const TensorSpec& t) { return "/model/" + stack_key(t); }
+
+namespace {
+
 // (step, path) of every complete step-*.h5 in dir, oldest first.
 std::vector<std::pair<int64_t, std::string>> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> out;

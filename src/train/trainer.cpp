@@ -519,7 +519,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
                           : (t.block >= first && t.block < first + counts[vs]))
             stage = vs % P;
         where = str("non-finite gradient first in stage ", stage, ", ", t.block >= 0 ? str("block ", t.block) : "no block",
-                    ", tensor /model/", t.name);
+                    ", tensor ", checkpoint_dataset(t), t.block >= 0 ? str(" (the row of block ", t.block, ")") : "");
       }
       const std::string report = str("step ", st.step + 1, ": ", where, " (loss ", loss, ", lr ",
                                      lr_at(tc, st.step) * st.lr_scale, ", norm = ", mc.norm, ")");
