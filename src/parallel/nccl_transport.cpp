@@ -54,9 +54,10 @@ NcclTransport::NcclTransport(MPI_Comm pipeline, const std::vector<Action>& actio
 }
 
 NcclTransport::~NcclTransport() {
-  // Destroyed while an error unwinds (on this rank or reported by NCCL): abort, since ncclCommDestroy would
-  // wait for transfers whose peer may never post its half, and the job must reach MPI_Abort.
-  if (std::uncaught_exceptions() > 0) aborted_ = true;
+  // Destroyed while an error unwinds (on this rank or reported by NCCL): touch nothing. ncclCommDestroy waits
+  // for transfers whose peer may never post its half, and even ncclCommAbort can block on kernels of the other
+  // communicators; main() must reach MPI_Abort, which ends the process (the driver reclaims the rest).
+  if (std::uncaught_exceptions() > 0) return;
   for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
   for (auto& [e, c] : channels_) {
     if (aborted_)
@@ -158,8 +159,8 @@ NcclAllreduce::NcclAllreduce(MPI_Comm comm, cudaStream_t stream, double timeout_
 }
 
 NcclAllreduce::~NcclAllreduce() {
-  if (!comm_) return;
-  if (aborted_ || std::uncaught_exceptions() > 0)
+  if (!comm_ || std::uncaught_exceptions() > 0) return;  // unwinding an error: as ~NcclTransport
+  if (aborted_)
     ncclCommAbort(comm_);
   else
     ncclCommDestroy(comm_);

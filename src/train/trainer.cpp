@@ -590,11 +590,15 @@ double train_run(const Config& cfg, MPI_Comm world) {
                     "step %6lld/%d | loss %.4f | lr %.3e | grad_norm %.4f | %7.1f ms/step | %8.0f tok/s | MFU %s",
                     static_cast<long long>(st.step), tc.steps, loss, lr, norm, ms, tps, mfu_text);
       say(line);
-      if (lead)
+      if (lead) {
         metrics << "{\"step\":" << st.step << ",\"loss\":" << loss << ",\"lr\":" << lr << ",\"grad_norm\":" << norm
-                << ",\"ms_per_step\":" << ms << ",\"tokens_per_s\":" << tps << ",\"mfu\":" << mfu
-                << ",\"activation_bytes\":" << chunks[0]->activation_bytes() << "}\n"
-                << std::flush;
+                << ",\"ms_per_step\":" << ms << ",\"tokens_per_s\":" << tps << ",\"mfu\":";
+        if (peak > 0)
+          metrics << mfu;
+        else
+          metrics << "null";  // the GPU's peak is unknown (log.peak_gflops sets it)
+        metrics << ",\"activation_bytes\":" << chunks[0]->activation_bytes() << "}\n" << std::flush;
+      }
       window_s = 0;
       window_steps = 0;
     }

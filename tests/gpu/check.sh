@@ -20,11 +20,20 @@
 # summary, the others append to it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+usage() { echo "usage: tests/gpu/check.sh [--phase all|build|tests|train|speed] [BUILD_DIR]" >&2; exit 2; }
 PHASE=all
-if [ "${1:-}" = --phase ]; then PHASE=$2; shift 2; fi
-case $PHASE in all | build | tests | train | speed) ;; *) echo "check.sh: unknown phase $PHASE" >&2; exit 2 ;; esac
-BUILD=${1:-build-gpu}
+BUILD=build-gpu
+while [ $# -gt 0 ]; do
+  case $1 in
+    --phase) [ $# -ge 2 ] || usage; PHASE=$2; shift 2 ;;
+    --phase=*) PHASE=${1#--phase=}; shift ;;
+    -*) usage ;;
+    *) BUILD=$1; shift ;;
+  esac
+done
+case $PHASE in all | build | tests | train | speed) ;; *) usage ;; esac
 LOG=${OUT:-/tmp}/gpu-check.txt
+mkdir -p "$(dirname "$LOG")"
 WORK=${STRATA_GPU_WORK:-/tmp/strata-gpu-check}
 PY=$(command -v /usr/bin/python3 || command -v python3)
 want() { [ "$PHASE" = all ] || [ "$PHASE" = "$1" ]; }
@@ -45,7 +54,12 @@ cmake --build "$BUILD" -j "$(nproc)" --target $targets > "$BUILD.build.log" 2>&1
 say "build: $(( $(date +%s) - t0 )) s"
 fi
 [ -x "$BUILD/strata" ] || { say "no build in $BUILD: run the build phase first"; exit 1; }
-NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+# GPUs this process may use: CUDA_VISIBLE_DEVICES where it is set (nvidia-smi ignores it), else nvidia-smi's list.
+if [ -n "${CUDA_VISIBLE_DEVICES+x}" ]; then
+  NGPU=$(echo "$CUDA_VISIBLE_DEVICES" | tr ',' '\n' | grep -c .)
+else
+  NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+fi
 
 # ---- 2. GPU tests ----
 if want tests || want build; then
@@ -62,10 +76,10 @@ timeout 300 "$BUILD/tests/bench_gpu_ops" 2>&1 | tee -a "$LOG" || rc=1
 fi
 
 # ---- 4. training: GPU against CPU from one checkpoint ----
-BIN=$PWD/$BUILD/strata
+BIN=$(cd "$BUILD" && pwd)/strata
 mkdir -p "$WORK"
 DATA=data/kjv
-if [ ! -f $DATA/train.bin ]; then  # no prepared corpus in this tree: the sources as bytes
+if { want train || want speed; } && [ ! -f $DATA/train.bin ]; then  # no corpus in this tree: the sources as bytes
   DATA=$WORK/data
   "$BIN" prepare --text README.md docs/*.md src/*/*.cpp src/*/*.hpp src/backend/*/*.cpp src/backend/cuda/*.cu \
     --out "$DATA" > "$WORK/prepare.log" 2>&1 || { say "prepare failed: $(tail -2 "$WORK/prepare.log")"; exit 1; }
@@ -92,10 +106,10 @@ if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WO
     --set parallel.pipeline=2 --set parallel.transport=mpi
   compare "GPU fp32 vs CPU (20 steps)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
   compare "GPU bf16 vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
-  compare "2 stages on one GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
+  compare "2 stages, MPI transport (GPUs shared if fewer than 2), vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
   train "$WORK/dp2mpi" dp2mpi mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda \
     --set parallel.data=2 --set train.micro_batch_size=4 --set parallel.transport=mpi
-  compare "2 data-parallel replicas on one GPU, MPI sums, vs CPU" "$WORK/cpu/metrics.jsonl" \
+  compare "2 data-parallel replicas, MPI sums (GPUs shared if fewer than 2), vs CPU" "$WORK/cpu/metrics.jsonl" \
     "$WORK/dp2mpi/metrics.jsonl" 1e-4
   if [ "$NGPU" -ge 2 ]; then
     train "$WORK/nccl2" nccl2 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda \

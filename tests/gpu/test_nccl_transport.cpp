@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cuda/ops.hpp"
+#include "backend/cuda/runtime.hpp"
 #include "parallel/nccl_transport.hpp"
 #include "parallel/schedule.hpp"
 
@@ -22,9 +23,9 @@ namespace {
 float value(int mb, int vs, bool grad, size_t i) { return float(mb * 1000 + vs * 10 + (grad ? 5 : 0)) + 1e-3f * float(i % 97); }
 
 int run(int rank) {
-  cuda::set_device(rank);
-  cudaStream_t compute;
-  cudaStreamCreate(&compute);
+  // Buffers from the CUDA backend (stream-ordered pool memory, as the trainer's slots) on its stream.
+  auto be = make_cuda_backend(rank, Precision::fp32);
+  cudaStream_t compute = static_cast<cudaStream_t>(be->stream());
   const size_t n = 4096 + 3;
   int failures = 0, checked = 0;
   for (auto kind : {ScheduleKind::gpipe, ScheduleKind::one_f_one_b, ScheduleKind::interleaved, ScheduleKind::zb_h1})
@@ -33,12 +34,12 @@ int run(int rank) {
       const auto actions = schedule_build(spec, rank);
       NcclTransport tr(MPI_COMM_WORLD, actions, compute, 120);
       struct Recv {
-        cuda::Buffer buf;
+        Array<float> buf;
         int mb, vs;
         bool grad;
         Transport::Handle h;
       };
-      std::vector<cuda::Buffer> sent;
+      std::vector<Array<float>> sent;
       std::vector<Recv> recvs;
       for (const Action& a : actions) {
         const int vs = a.chunk * spec.P + rank;
@@ -48,15 +49,14 @@ int run(int rank) {
           const int to_vs = grad ? vs - 1 : vs + 1;
           std::vector<float> h(n);
           for (size_t i = 0; i < n; i++) h[i] = value(a.mb, to_vs, grad, i);
-          cuda::Buffer b(n * sizeof(float));
-          cudaMemcpyAsync(b.as<float>(), h.data(), n * sizeof(float), cudaMemcpyHostToDevice, compute);
-          cudaStreamSynchronize(compute);
-          tr.isend(b.as<float>(), n, a.peer, tag);
+          Array<float> b(*be, n);
+          be->upload(b.data(), h.data(), n * sizeof(float));
+          tr.isend(b.data(), n, a.peer, tag);
           sent.push_back(std::move(b));
         } else if (a.op == Op::recv_act || a.op == Op::recv_grad) {
-          Recv r{cuda::Buffer(n * sizeof(float)), a.mb, vs, grad, -1};
-          r.buf.fill_bytes(0xff);
-          r.h = tr.irecv(r.buf.as<float>(), n, a.peer, tag);
+          Recv r{Array<float>(*be, n), a.mb, vs, grad, -1};
+          cudaMemsetAsync(r.buf.data(), 0xff, n * sizeof(float), compute);  // poison, ordered before the receive
+          r.h = tr.irecv(r.buf.data(), n, a.peer, tag);
           recvs.push_back(std::move(r));
         }
         tr.progress();
@@ -66,7 +66,7 @@ int run(int rank) {
       cudaStreamSynchronize(compute);
       for (Recv& r : recvs) {
         std::vector<float> h(n);
-        r.buf.download(h.data(), n * sizeof(float));
+        be->download(h.data(), r.buf.data(), n * sizeof(float));
         for (size_t i = 0; i < n; i++)
           if (h[i] != value(r.mb, r.vs, r.grad, i)) {
             std::printf("rank %d: %s M=%d: message mb %d vs %d %s element %zu is %g, want %g\n", rank,
@@ -79,7 +79,6 @@ int run(int rank) {
       }
     }
   std::printf("rank %d: %d messages checked, %d wrong\n", rank, checked, failures);
-  cudaStreamDestroy(compute);
   return failures ? 1 : 0;
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cuda/blas.cuh"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/ops.hpp"
 #include "backend/cuda/runtime.hpp"
@@ -42,6 +43,7 @@ class CudaBackend final : public Backend {
     // Unwinding an error (a peer gone, work queued behind a transfer that never comes): do not wait for the
     // stream; the process is about to end. Otherwise the scratch is freed in stream order after its last use.
     for (Scratch* b : {&red_, &out_, &probs_}) release(b->p), b->p = nullptr;
+    cuda::scratch_release(stream_.s);  // the GEMM and attention scratch of this stream
     if (std::uncaught_exceptions() == 0) cudaStreamSynchronize(stream_.s);
   }
 
@@ -216,6 +218,11 @@ class CudaBackend final : public Backend {
  private:
   static std::string select(int device) {
     cuda::set_device(device);
+    int pools = 0;
+    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device);
+    STRATA_CHECK(pools, "cuda backend: device ", device, " (", cuda::device_name(device),
+                 ") has no stream-ordered memory pools (cudaDevAttrMemoryPoolsSupported = 0; CUDA 11.2+ "
+                 "driver and a device that supports them are needed)");
     return str("cuda:", device, " ", cuda::device_name(device));
   }
   cudaStream_t s() const { return stream_.s; }

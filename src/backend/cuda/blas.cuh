@@ -10,5 +10,6 @@ namespace strata::cuda {
 cublasHandle_t blas(cudaStream_t s);  // this thread's handle, bound to stream s, fp32 math (no TF32)
 // Scratch buffer `which` (0, 1, 2) of stream s, at least `bytes`, grown (never shrunk) as needed.
 void* scratch(int which, size_t bytes, cudaStream_t s);
+void scratch_release(cudaStream_t s);  // frees stream s's scratch in stream order (before destroying s)
 
 }  // namespace strata::cuda

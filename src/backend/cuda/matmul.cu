@@ -28,16 +28,36 @@ cublasHandle_t blas(cudaStream_t s) {
   return handle.h;
 }
 
+namespace {
+struct Block {
+  void* p = nullptr;
+  size_t bytes = 0;
+};
+// Per (stream, slot) of this thread; scratch_release drops a stream's blocks before the stream goes, so a
+// later stream that gets the same handle starts fresh.
+std::map<std::pair<cudaStream_t, int>, Block>& scratch_blocks() {
+  thread_local std::map<std::pair<cudaStream_t, int>, Block> bufs;
+  return bufs;
+}
+}  // namespace
+
+void scratch_release(cudaStream_t s) {
+  auto& bufs = scratch_blocks();
+  for (auto it = bufs.begin(); it != bufs.end();) {
+    if (it->first.first == s) {
+      if (it->second.p) cudaFreeAsync(it->second.p, s);  // after the stream's work; errors ignored
+      it = bufs.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
 void* scratch(int which, size_t bytes, cudaStream_t s) {
   // Per stream (no cross-stream reuse), grown in stream order: cudaFreeAsync frees the old buffer after the
   // work queued on it, and neither call waits for the whole device (cudaFree could wait for an NCCL receive
-  // posted ahead, whose peer may be waiting for this rank). Kept until the thread ends.
-  struct Block {
-    void* p = nullptr;
-    size_t bytes = 0;
-  };
-  thread_local std::map<std::pair<cudaStream_t, int>, Block> bufs;
-  Block& b = bufs[{s, which}];
+  // posted ahead, whose peer may be waiting for this rank). Kept until scratch_release(s).
+  Block& b = scratch_blocks()[{s, which}];
   if (b.bytes < bytes) {
     if (b.p) STRATA_CUDA_CHECK(cudaFreeAsync(b.p, s));
     b.p = nullptr, b.bytes = 0;
