@@ -135,6 +135,22 @@ BOOST_AUTO_TEST_CASE(separate_memory_trains_the_same_bits) {
     BOOST_TEST(r.code == 0, name << " stats: " << r.out);
     BOOST_TEST_MESSAGE(name << ": separate memory trains the same bits (" << r.out.substr(0, r.out.find('\n')) << ")");
   }
+  // A NaN planted in a backend buffer (STRATA_TEST_NAN writes through upload) is found by the backend's check,
+  // reported the same way, and skip-policy training continues to the same bits as on host memory.
+  std::string runs[2];
+  for (int k = 0; k < 2; k++) {
+    const std::string out = dir + (k ? "/nan_sep" : "/nan_host");
+    auto r = test::run(std::string(k ? "STRATA_TEST_SEPARATE_MEMORY=1 " : "") + "STRATA_TEST_NAN=1:4:blocks/050/ffn/w_h " +
+                       "timeout 120 " + kMpirun + " -np 2 " + kBin + " train --config " + cfg +
+                       " --set parallel.pipeline=2 --set train.on_nonfinite=skip --set checkpoint.dir=" + out);
+    BOOST_TEST_REQUIRE(r.code == 0, r.out);
+    BOOST_TEST(r.out.find("step 4: non-finite gradient first in stage 1, block 50, tensor /model/blocks/ffn/w_h") !=
+                   std::string::npos,
+               r.out);
+    runs[k] = out;
+  }
+  auto r = test::run(same + runs[0] + "/step-00000010.h5 " + runs[1] + "/step-00000010.h5 /model /optimizer /state");
+  BOOST_TEST(r.code == 0, "NaN skip run: " << r.out);
 }
 
 BOOST_AUTO_TEST_CASE(a_rank_that_throws_ends_the_job_quickly) {
