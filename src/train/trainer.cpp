@@ -236,8 +236,10 @@ double gpu_bf16_peak_gflops(const std::string& name) {
   return 0;
 }
 
-// train.device = "cuda": the GPU of this rank's local rank (shared round-robin on the MPI transport).
-std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& topo, std::string& device_name) {
+// train.device = "cuda": the GPU of this rank's local rank (shared round-robin on the MPI transport). `name` is
+// this rank's device ("cuda:0 NVIDIA H100 …"), `ranks` every rank's, a line each.
+std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& topo, std::string& name,
+                                          std::string& ranks) {
   GpuRuntime& g = gpu_runtime();
   if (!g.make_backend)
     throw AgreedError(str(cfg.source, ": key train.device = \"cuda\": this strata was built without the CUDA "
@@ -246,19 +248,24 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
   STRATA_CHECK(n > 0, cfg.source, ": key train.device = \"cuda\": rank ", topo.rank, " on ", topo.host,
                " sees no usable CUDA device (", g.no_device_reason(), ")");
   const int dev = topo.local_rank % n;
-  device_name = str("cuda:", dev, " ", g.device_name(dev));
-  // NCCL needs one GPU per rank. Ranks may see different GPUs as device 0 (CUDA_VISIBLE_DEVICES per task, as
-  // SLURM's --gpus-per-task sets it), so compare the physical GPUs (PCI bus ids) of the ranks on each host.
-  char mine[160] = {};
-  std::snprintf(mine, sizeof mine, "%s|%s", topo.host.c_str(), g.device_bus_id(dev).c_str());
-  std::vector<char> all(sizeof mine * size_t(topo.size));
-  STRATA_MPI(MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, topo.world));
-  for (int r = 0; r < topo.size && cfg.parallel.transport == "nccl"; r++)
-    if (r != topo.rank && std::strcmp(all.data() + r * sizeof mine, mine) == 0)
+  name = str("cuda:", dev, " ", g.device_name(dev));
+  // Every rank's "host|PCI bus id|name". NCCL needs one GPU per rank, and ranks may see different GPUs as device
+  // 0 (CUDA_VISIBLE_DEVICES per task, as SLURM's --gpus-per-task sets it): compare the physical GPUs.
+  constexpr size_t kRecord = 256;
+  const std::string bus = g.device_bus_id(dev), where = str(topo.host, "|", bus, "|");
+  char mine[kRecord] = {};
+  std::snprintf(mine, kRecord, "%s%s", where.c_str(), name.c_str());
+  std::vector<char> all(kRecord * size_t(topo.size));
+  STRATA_MPI(MPI_Allgather(mine, kRecord, MPI_CHAR, all.data(), kRecord, MPI_CHAR, topo.world));
+  for (int r = 0; r < topo.size; r++) {
+    const char* rec = all.data() + r * kRecord;
+    ranks += str("\n  rank ", r, ": ", std::strrchr(rec, '|') + 1);
+    if (cfg.parallel.transport == "nccl" && r != topo.rank && std::strncmp(rec, where.c_str(), where.size()) == 0)
       fail(cfg.source, ": key parallel.transport = \"nccl\": ranks ", std::min(r, topo.rank), " and ",
-           std::max(r, topo.rank), " on ", topo.host, " both got GPU ", g.device_bus_id(dev), " (", n,
-           " visible to rank ", topo.rank, ", local rank ", topo.local_rank, " of ", topo.local_size,
+           std::max(r, topo.rank), " on ", topo.host, " both got GPU ", bus, " (", n, " visible to rank ",
+           topo.rank, ", local rank ", topo.local_rank, " of ", topo.local_size,
            "); NCCL needs one GPU per rank (parallel.transport = \"mpi\" lets ranks share a GPU)");
+  }
   return g.make_backend(dev, precision_from_name(cfg.train.precision), cfg.train.attention != "unfused");
 }
 
@@ -280,21 +287,13 @@ double train_run(const Config& cfg, MPI_Comm world) {
   say("resolved config (" + cfg.source + "):\n" + config_to_toml(cfg));
   const int threads = set_threads(tc.threads);
   std::unique_ptr<Backend> gpu;
-  std::string gpu_name;
-  if (tc.device == "cuda") gpu = make_gpu_backend(cfg, topo, gpu_name);
+  std::string gpu_name, gpu_ranks;
+  if (tc.device == "cuda") gpu = make_gpu_backend(cfg, topo, gpu_name, gpu_ranks);
   // STRATA_TEST_SEPARATE_MEMORY=1: the CPU ops on buffers kept apart from the host vectors, as on a GPU.
   Backend* be = gpu                                          ? gpu.get()
                 : std::getenv("STRATA_TEST_SEPARATE_MEMORY") ? &cpu_separate_memory_backend()
                                                              : &cpu_backend();
-  if (gpu) {  // every rank's device, on rank 0
-    char mine[256] = {};
-    std::snprintf(mine, sizeof mine, "%s", gpu_name.c_str());
-    std::vector<char> all(lead ? sizeof mine * topo.size : 0);
-    STRATA_MPI(MPI_Gather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, 0, topo.world));
-    std::string lines;
-    for (int r = 0; lead && r < topo.size; r++) lines += str("\n  rank ", r, ": ", all.data() + r * sizeof mine);
-    say(str("device: ", tc.precision, " on", lines));
-  }
+  if (gpu) say(str("device: ", tc.precision, " on", gpu_ranks));
 
   // Stages and chunks: this rank owns virtual stages c·P + stage, c = 0 … v−1.
   const int P = pc.pipeline, D = pc.data, v = pc.virtual_stages;

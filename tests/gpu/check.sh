@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/gpu/check.sh [BUILD_DIR]: the GPU checks of issue 6, one command for a machine with a CUDA device
+# tests/gpu/check.sh [--phase P] [BUILD_DIR]: the GPU checks of issue 6, one command for a machine with a CUDA device
 # (budget: 10 minutes on one GPU). It
 #   1. builds Strata with the CUDA backend and checks the sm_80/sm_90 objects;
 #   2. runs every GPU test: each CUDA op against its CPU twin (test_gpu_ops), the whole model on the GPU

@@ -19,6 +19,7 @@
 #include "backend/cuda/ops.hpp"
 #include "backend/cuda/runtime.hpp"
 #include "backend/ops.hpp"
+#include "gpu/require_gpu.hpp"
 
 using namespace strata;
 using Vec = std::vector<float>;
@@ -26,15 +27,7 @@ using Vec = std::vector<float>;
 namespace {
 
 struct RequireGpu {
-  RequireGpu() {
-    if (cuda::device_count() == 0) {
-      std::printf("test_gpu_ops: skipped: no CUDA device (%s)\n", cuda::no_device_reason().c_str());
-      std::fflush(stdout);
-      std::exit(77);
-    }
-    cuda::set_device(0);
-    std::printf("test_gpu_ops: on %s\n", cuda::device_name(0).c_str());
-  }
+  RequireGpu() { test::require_gpu("test_gpu_ops"); }
 };
 
 std::mt19937& rng() {

@@ -198,8 +198,8 @@ class CudaBackend final : public Backend {
       return fetch();
     }
     double* ent = slots(size_t(B));
-    float* out = grow(out_, size_t(T) * C, 0.0f);
-    float* p = grow(probs_, size_t(H) * T * T, 0.0f);
+    float* out = grow<float>(out_, size_t(T) * C);
+    float* p = grow<float>(probs_, size_t(H) * T * T);
     for (int b = 0; b < B; b++) {
       cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
       cuda::attention_entropy(ent + b, p, H * T, T, s());
@@ -232,17 +232,17 @@ class CudaBackend final : public Backend {
     void* p = nullptr;
     size_t bytes = 0;
   };
-  void* grow(Scratch& b, size_t bytes) {
-    if (b.bytes < bytes) {
+  template <class T>
+  T* grow(Scratch& b, size_t n) {
+    if (b.bytes < n * sizeof(T)) {
       release(b.p);
       b.p = nullptr, b.bytes = 0;
-      b.p = alloc(bytes);
-      b.bytes = bytes;
+      b.p = alloc(n * sizeof(T));
+      b.bytes = n * sizeof(T);
     }
-    return b.p;
+    return static_cast<T*>(b.p);
   }
-  float* grow(Scratch& b, size_t n, float) { return static_cast<float*>(grow(b, n * sizeof(float))); }
-  double* slots(size_t n) { return static_cast<double*>(grow(red_, std::max<size_t>(n, 16) * sizeof(double))); }
+  double* slots(size_t n) { return grow<double>(red_, std::max<size_t>(n, 16)); }
   double fetch() {  // slot 0, after the stream's work
     double v = 0;
     download(&v, red_.p, sizeof v);
