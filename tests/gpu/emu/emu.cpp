@@ -1,0 +1,485 @@
+// emu.cpp: the CPU side of cuda_emu.hpp: the block scheduler (one Boost.Context fiber per GPU thread), the subset of the
+// CUDA runtime and cuBLAS that src/backend/cuda calls, with the checks a GPU makes (device pointers, copy
+// directions, launch limits). Linked instead of libcudart and libcublas into the *_emu test binaries.
+#include "cuda_emu.hpp"
+
+#include <cublas_v2.h>
+#include <sys/mman.h>
+
+#include <boost/context/fiber.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace emu {
+
+// ---- device memory ----
+namespace {
+std::mutex mem_mu;
+std::map<const char*, size_t>& allocations() {  // start → bytes
+  static std::map<const char*, size_t> m;
+  return m;
+}
+}  // namespace
+
+bool is_device_pointer(const void* p) {
+  std::lock_guard<std::mutex> lock(mem_mu);
+  auto& m = allocations();
+  auto it = m.upper_bound(static_cast<const char*>(p));
+  if (it == m.begin()) return false;
+  --it;
+  return static_cast<const char*>(p) < it->first + std::max<size_t>(it->second, 1);
+}
+
+[[noreturn]] void host_pointer_passed(const void* p, const char* kernel) {
+  std::fprintf(stderr, "cuda emulator: kernel %s was passed %p, which is not device memory (a GPU would fault)\n",
+               kernel, p);
+  std::abort();
+}
+
+// ---- the scheduler ----
+namespace {
+
+enum class State { ready, at_block_barrier, at_warp_barrier, done };
+
+namespace ctx = boost::context;
+
+struct Fiber {
+  ctx::fiber self;  // where the scheduler resumes this thread
+  ctx::fiber sink;  // where this thread parks: the scheduler
+  uint3 tid{};
+  int lane = 0, warp = 0;
+  State state = State::ready;
+  unsigned shuffles = 0;  // this thread's shuffle count: picks the buffer half (see shuffle())
+};
+
+constexpr size_t kStack = 256 * 1024;
+
+// Stacks for the fibers, mapped once per host thread and reused by every block and launch.
+std::vector<char*>& stack_pool() {
+  thread_local std::vector<char*> pool;
+  return pool;
+}
+struct PoolStack {
+  char* base;
+  ctx::stack_context allocate() {
+    ctx::stack_context sc;
+    sc.size = kStack;
+    sc.sp = base + kStack;  // the stack grows down
+    return sc;
+  }
+  void deallocate(ctx::stack_context&) noexcept {}
+};
+
+struct Grid {
+  Config cfg;
+  const char* kernel = "";
+  void (*body)(void*) = nullptr;
+  void* ctx = nullptr;
+  uint3 block{};
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  std::vector<unsigned char> smem;
+  std::vector<unsigned long long> shuffle_buf[2];  // [warp · 32 + lane]
+};
+
+thread_local Grid* grid_ = nullptr;
+
+Grid& g() {
+  if (!grid_) {
+    std::fprintf(stderr, "cuda emulator: a device function was called outside a kernel launch\n");
+    std::abort();
+  }
+  return *grid_;
+}
+
+void park(State s) {
+  Fiber* f = g().current;
+  f->state = s;
+  f->sink = std::move(f->sink).resume();
+}
+
+cudaError_t& last_error() {
+  thread_local cudaError_t e = cudaSuccess;
+  return e;
+}
+
+}  // namespace
+
+uint3& thread_idx() { return g().current->tid; }
+uint3& block_idx() { return g().block; }
+dim3& block_dim() { return g().cfg.block; }
+dim3& grid_dim() { return g().cfg.grid; }
+int lane() { return g().current->lane; }
+void* dynamic_smem() { return g().smem.data(); }
+void syncthreads() { park(State::at_block_barrier); }
+void syncwarp() { park(State::at_warp_barrier); }
+
+// Every live lane of the warp writes its value into this shuffle's half of the buffer, waits for the others,
+// then reads its source lane's. Alternating halves: a lane that runs ahead to its next shuffle writes the other
+// half, and cannot run two ahead (the next barrier holds it until every lane has read this one).
+unsigned long long shuffle(unsigned long long bits, int src_lane, int lane_xor, int delta, int width) {
+  Grid& gr = g();
+  Fiber* f = gr.current;
+  auto& buf = gr.shuffle_buf[f->shuffles++ & 1];
+  const int base = f->warp * 32, lane = f->lane;
+  buf[base + lane] = bits;
+  park(State::at_warp_barrier);
+  const int seg = lane / width * width;  // the lane's width-wide segment
+  int src = src_lane >= 0 ? seg + src_lane % width : delta ? lane + delta : lane ^ lane_xor;
+  if (src < seg || src >= seg + width) src = lane;  // out of the segment: the lane's own value, as on a GPU
+  const int block_threads = int(gr.cfg.block.x * gr.cfg.block.y * gr.cfg.block.z);
+  if (base + src >= block_threads) src = lane;  // past the end of a partial warp
+  return buf[base + src];
+}
+
+void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kernel) {
+  const long long threads = (long long)c.block.x * c.block.y * c.block.z;
+  if (threads <= 0 || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x == 0 ||
+      c.grid.y == 0 || c.grid.z == 0) {
+    last_error() = cudaErrorInvalidConfiguration;
+    return;
+  }
+  if (c.smem > 232448) {  // H100's opt-in maximum (227 KiB)
+    last_error() = cudaErrorInvalidValue;
+    return;
+  }
+  if (grid_) {
+    std::fprintf(stderr, "cuda emulator: kernel %s launched from device code\n", kernel);
+    std::abort();
+  }
+  Grid gr;
+  gr.cfg = c, gr.kernel = kernel, gr.body = body, gr.ctx = ctx;
+  gr.fibers.resize(size_t(threads));
+  auto& pool = stack_pool();
+  while (pool.size() < size_t(threads)) {
+    void* p = mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("cuda emulator: no memory for fiber stacks");
+    pool.push_back(static_cast<char*>(p));
+  }
+  gr.smem.resize(c.smem);
+  const int warps = int((threads + 31) / 32);
+  for (auto& b : gr.shuffle_buf) b.assign(size_t(warps) * 32, 0);
+  grid_ = &gr;
+  for (unsigned bz = 0; bz < c.grid.z; bz++)
+    for (unsigned by = 0; by < c.grid.y; by++)
+      for (unsigned bx = 0; bx < c.grid.x; bx++) {
+        gr.block = make_uint3(bx, by, bz);
+        if (!gr.smem.empty()) std::memset(gr.smem.data(), 0xff, gr.smem.size());  // NaN until written
+        for (long long t = 0; t < threads; t++) {
+          Fiber& f = gr.fibers[size_t(t)];
+          f = Fiber{};
+          f.tid = make_uint3(unsigned(t % c.block.x), unsigned(t / c.block.x % c.block.y),
+                             unsigned(t / (c.block.x * c.block.y)));
+          f.lane = int(t % 32), f.warp = int(t / 32);
+          Fiber* fp = &f;
+          f.self = ctx::fiber(std::allocator_arg, PoolStack{pool[size_t(t)]}, [fp](ctx::fiber&& sink) {
+            fp->sink = std::move(sink);
+            Grid& gr = g();
+            gr.body(gr.ctx);
+            fp->state = State::done;
+            return std::move(fp->sink);
+          });
+        }
+        for (;;) {
+          bool ran = false;
+          for (auto& f : gr.fibers)
+            if (f.state == State::ready) {
+              gr.current = &f;
+              ran = true;
+              f.self = std::move(f.self).resume();
+            }
+          // Release the barriers everyone live has reached: a warp's when all its live lanes wait there, the
+          // block's when every live thread does.
+          bool live = false, all_block = true;
+          for (auto& f : gr.fibers)
+            if (f.state != State::done) live = true, all_block &= f.state == State::at_block_barrier;
+          if (!live) break;
+          if (all_block) {
+            for (auto& f : gr.fibers)
+              if (f.state != State::done) f.state = State::ready;
+            continue;
+          }
+          bool released = false;
+          for (int w = 0; w < warps; w++) {
+            bool any = false, all = true;
+            for (long long t = w * 32LL; t < std::min<long long>(threads, (w + 1) * 32LL); t++) {
+              State s = gr.fibers[size_t(t)].state;
+              if (s == State::done) continue;
+              any = true, all &= s == State::at_warp_barrier;
+            }
+            if (any && all) {
+              released = true;
+              for (long long t = w * 32LL; t < std::min<long long>(threads, (w + 1) * 32LL); t++)
+                if (gr.fibers[size_t(t)].state == State::at_warp_barrier) gr.fibers[size_t(t)].state = State::ready;
+            }
+          }
+          if (!released && !ran) {
+            std::fprintf(stderr,
+                         "cuda emulator: kernel %s deadlocks in block (%u,%u,%u): some threads wait at "
+                         "__syncthreads, others at a warp barrier (divergent barrier)\n",
+                         kernel, bx, by, bz);
+            std::abort();
+          }
+        }
+      }
+  grid_ = nullptr;
+}
+
+}  // namespace emu
+
+// ---- the CUDA runtime subset ----
+using emu::last_error;
+
+namespace {
+void* dev_alloc(size_t bytes) {
+  void* p = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+  if (!p) return nullptr;
+  std::lock_guard<std::mutex> lock(emu::mem_mu);
+  emu::allocations()[static_cast<const char*>(p)] = bytes;
+  return p;
+}
+cudaError_t dev_free(void* p) {
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(emu::mem_mu);
+    auto& m = emu::allocations();
+    auto it = m.find(static_cast<const char*>(p));
+    if (it == m.end()) return cudaErrorInvalidValue;
+    m.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+// The copy's kind must match where its pointers are (cudaMemcpyDefault accepts any).
+cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
+  if (n == 0) return cudaSuccess;
+  const bool dd = emu::is_device_pointer(dst), sd = emu::is_device_pointer(src);
+  const bool ok = kind == cudaMemcpyDefault || (kind == cudaMemcpyHostToDevice && dd && !sd) ||
+                  (kind == cudaMemcpyDeviceToHost && !dd && sd) || (kind == cudaMemcpyDeviceToDevice && dd && sd) ||
+                  (kind == cudaMemcpyHostToHost && !dd && !sd);
+  if (!ok) {
+    std::fprintf(stderr, "cuda emulator: cudaMemcpy kind %d from %s to %s memory\n", int(kind),
+                 sd ? "device" : "host", dd ? "device" : "host");
+    return cudaErrorInvalidValue;
+  }
+  if (dd && !emu::is_device_pointer(static_cast<char*>(dst) + n - 1)) return cudaErrorInvalidValue;
+  if (sd && !emu::is_device_pointer(static_cast<const char*>(src) + n - 1)) return cudaErrorInvalidValue;
+  std::memmove(dst, src, n);
+  return cudaSuccess;
+}
+int current_device = 0;
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (d != 0) return cudaErrorInvalidDevice;
+  std::memset(p, 0, sizeof *p);
+  std::snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU (tests/gpu/emu)");
+  p->major = 9, p->minor = 0, p->multiProcessorCount = 1, p->warpSize = 32, p->maxThreadsPerBlock = 1024;
+  p->sharedMemPerBlock = 48 * 1024, p->sharedMemPerBlockOptin = 232448, p->totalGlobalMem = size_t(1) << 34;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
+  if (d != 0) return cudaErrorInvalidDevice;
+  std::snprintf(id, size_t(len), "0000:00:00.0");
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
+  if (d != 0) return cudaErrorInvalidDevice;
+  switch (a) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 232448; return cudaSuccess;
+    case cudaDevAttrMemoryPoolsSupported: *v = 1; return cudaSuccess;
+    default: return cudaErrorInvalidValue;
+  }
+}
+cudaError_t cudaSetDevice(int d) {
+  if (d != 0) return cudaErrorInvalidDevice;
+  current_device = d;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = current_device;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaGetLastError(void) {
+  cudaError_t e = last_error();
+  last_error() = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return last_error(); }
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument (emulator)";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument (emulator)";
+    case cudaErrorInvalidDevice: return "invalid device ordinal (emulator)";
+    case cudaErrorMemoryAllocation: return "out of memory (emulator)";
+    default: return "error (emulator)";
+  }
+}
+cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute a, int v) {
+  if (a == cudaFuncAttributeMaxDynamicSharedMemorySize && v > 232448) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+cudaError_t cudaMalloc(void** p, size_t n) {
+  *p = dev_alloc(n);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* p) { return dev_free(p); }
+cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return dev_free(p); }
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return copy(d, s, n, k); }
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+  return copy(d, s, n, k);
+}
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+  if (n && !(emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<char*>(p) + n - 1)))
+    return cudaErrorInvalidValue;
+  std::memset(p, v, n);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
+  *s = reinterpret_cast<cudaStream_t>(new char(0));  // a distinct handle per stream
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete reinterpret_cast<char*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+}  // extern "C"
+
+// ---- cuBLAS: column-major reference GEMMs ----
+namespace {
+struct Handle {
+  cublasMath_t math = CUBLAS_DEFAULT_MATH;
+};
+float tf32(float x) {  // round to nearest even at 10 explicit mantissa bits
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+float load(const void* p, cudaDataType t, size_t i, bool round_tf32) {
+  if (t == CUDA_R_16BF) return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+  const float v = static_cast<const float*>(p)[i];
+  return round_tf32 ? tf32(v) : v;
+}
+bool spans_device(const void* p, size_t elems, size_t bytes_per) {
+  return p && emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<const char*>(p) + elems * bytes_per - 1);
+}
+// C[m,n] = alpha·op(A)·op(B) + beta·C, all column-major; sums in double.
+cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha, const void* A,
+                    cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
+                    const float* beta, float* C, int ldc, long long sc, int batch, bool round_tf32) {
+  if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
+  const int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
+  const int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
+  if (lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
+  const size_t ab = at == CUDA_R_16BF ? 2 : 4, bb = bt == CUDA_R_16BF ? 2 : 4;
+  for (int z = 0; z < batch; z++) {
+    const char* a = static_cast<const char*>(A) + size_t(z) * sa * ab;
+    const char* b = static_cast<const char*>(B) + size_t(z) * sb * bb;
+    float* c = C + size_t(z) * sc;
+    if ((k > 0 && (!spans_device(a, size_t(lda) * (acols - 1) + arows, ab) ||
+                   !spans_device(b, size_t(ldb) * (bcols - 1) + brows, bb))) ||
+        !spans_device(c, size_t(ldc) * (n - 1) + m, 4)) {
+      std::fprintf(stderr, "cuda emulator: cuBLAS GEMM operand outside device memory\n");
+      return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    // op(A) as rows i of k values, op(B) as columns j of k values: both dot products run along memory.
+    std::vector<double> ar(size_t(m) * k), bc(size_t(n) * k);
+    for (int i = 0; i < m; i++)
+      for (int l = 0; l < k; l++)
+        ar[size_t(i) * k + l] = load(a, at, ta == CUBLAS_OP_N ? size_t(l) * lda + i : size_t(i) * lda + l, round_tf32);
+    for (int j = 0; j < n; j++)
+      for (int l = 0; l < k; l++)
+        bc[size_t(j) * k + l] = load(b, bt, tb == CUBLAS_OP_N ? size_t(j) * ldb + l : size_t(l) * ldb + j, round_tf32);
+    for (int j = 0; j < n; j++)
+      for (int i = 0; i < m; i++) {
+        const double *x = &ar[size_t(i) * k], *y = &bc[size_t(j) * k];
+        double s = 0;
+        for (int l = 0; l < k; l++) s += x[l] * y[l];
+        float& out = c[size_t(j) * ldc + i];
+        out = float(*alpha * s + (*beta != 0.0f ? double(*beta) * out : 0.0));
+      }
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
+  *h = reinterpret_cast<cublasHandle_t>(new Handle);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
+  delete reinterpret_cast<Handle*>(h);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
+  reinterpret_cast<Handle*>(h)->math = m;
+  return CUBLAS_STATUS_SUCCESS;
+}
+const char* cublasGetStatusString(cublasStatus_t s) {
+  return s == CUBLAS_STATUS_SUCCESS ? "CUBLAS_STATUS_SUCCESS" : "CUBLAS_STATUS_INVALID_VALUE (emulator)";
+}
+cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                              const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                              float* C, int ldc) {
+  const bool tf = reinterpret_cast<Handle*>(h)->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  return gemm(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, 0, B, CUDA_R_32F, ldb, 0, beta, C, ldc, 0, 1, tf);
+}
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* A, int lda, long long sa,
+                                         const float* B, int ldb, long long sb, const float* beta, float* C, int ldc,
+                                         long long sc, int batch) {
+  const bool tf = reinterpret_cast<Handle*>(h)->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  return gemm(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, beta, C, ldc, sc, batch, tf);
+}
+static cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* alpha,
+                              const void* A, cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt,
+                              int ldb, long long sb, const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
+                              int batch, cublasComputeType_t compute) {
+  if (ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF) || (bt != CUDA_R_32F && bt != CUDA_R_16BF))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
+  return gemm(ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, sa, B, bt, ldb, sb,
+              static_cast<const float*>(beta), static_cast<float*>(C), ldc, sc, batch,
+              compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+}
+cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
+                            int ldb, const void* beta, void* C, cudaDataType ct, int ldc, cublasComputeType_t compute,
+                            cublasGemmAlgo_t) {
+  return gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, 0, B, bt, ldb, 0, beta, C, ct, ldc, 0, 1, compute);
+}
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* A, cudaDataType at, int lda,
+                                          long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
+                                          const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
+                                          int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
+  return gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, sa, B, bt, ldb, sb, beta, C, ct, ldc, sc, batch, compute);
+}
+
+}  // extern "C"
