@@ -1,7 +1,7 @@
 // bench_gpu_ops.cpp: GPU op throughput for the shapes of one block of the d = 1024, L = 24, T = 1024 model
 // (issue 6's MFU target), fp32 and bf16: the four GEMMs forward and backward (TFLOP/s, and % of the bf16 dense
 // peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
-// against fused (no T×T matrix), with the memory each needs. Run by tests/gpu/check.sh; prints one line per op.
+// against fused (no T×T matrix; fp32, and on bf16 tensor cores), with the memory each needs. Run by tests/gpu/check.sh; prints one line per op.
 // Usage: bench_gpu_ops [--batch 8] [--seq 1024] [--d 1024] [--heads 16] [--peak-tflops X]
 #include <cuda_runtime_api.h>
 
@@ -102,6 +102,17 @@ int main(int argc, char** argv) {
   }, 3);
   std::printf("attention fused   fwd+bwd %8.3f ms %7.1f TFLOP/s, keeps %8.1f MiB (lse)\n", ms_f, flop / ms_f / 1e9,
               double(B) * H * T * 4 / 1048576);
+  if (cuda::attention_tc_supported(d, H)) {  // the bf16 mode's fused attention
+    double ms_t = time_ms([&] {
+      cuda::attention_tc_forward(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H);
+      cuda::attention_tc_backward(dqkv.as<float>(), dout.as<float>(), out.as<float>(), lse.as<float>(),
+                                  qkv.as<float>(), B, T, d, H);
+    }, 3);
+    std::printf("attention fused bf16 tensor cores fwd+bwd %8.3f ms %7.1f TFLOP/s, %5.1f%% of the bf16 peak\n", ms_t,
+                flop / ms_t / 1e9, peak > 0 ? 100 * flop / ms_t / 1e9 / peak : 0.0);
+  } else {
+    std::printf("attention fused bf16 tensor cores: head size %d not supported (16, 32, 64, 128)\n", d / H);
+  }
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
   if (probs * 4 < free_b / 2) {

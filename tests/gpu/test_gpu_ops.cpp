@@ -1,6 +1,7 @@
 // test_gpu_ops.cpp: every CUDA op against its CPU twin (backend/ops.hpp) on fresh random inputs, outputs
 // poisoned with NaN bytes before each run (an element the kernel skips fails the comparison). fp32 within
-// 1e-5 of the largest magnitude of the CPU result; bf16 GEMMs within 2e-2 of it (8-bit mantissas).
+// 1e-5 of the largest magnitude of the CPU result; bf16 GEMMs and the tensor-core attention within 2e-2 of it
+// (8-bit mantissas).
 // The CUDA backend (backend/cuda/backend.cu) is driven through the Backend interface against cpu_backend().
 // Without a CUDA device the whole suite reports itself skipped (exit 77) with cudaGetDeviceCount's reason.
 #define BOOST_TEST_DYN_LINK
@@ -12,10 +13,12 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <tuple>
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "core/error.hpp"
 #include "backend/cuda/ops.hpp"
 #include "backend/cuda/runtime.hpp"
 #include "backend/ops.hpp"
@@ -217,6 +220,36 @@ BOOST_AUTO_TEST_CASE(fused_attention_against_cpu) {
     cuda::attention_fused_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
                                    qkv_.as<float>(), B, T, C, H);
     expect_close(host(dqkv_), dqkv, 1e-5, "attention_fused_backward dqkv");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(tensor_core_attention_against_cpu) {
+  // bf16 tensor cores: q, k, v, dO, P and dS rounded to 8-bit mantissas: within 2e-2 of the largest magnitude,
+  // like the bf16 GEMMs. Head sizes 16, 32, 64, 128; T below a 64-row tile, a multiple of one, neither, and
+  // long enough for several key tiles per row tile; B·H blocks in x.
+  BOOST_TEST(cuda::attention_tc_supported(64, 4));
+  BOOST_TEST(!cuda::attention_tc_supported(48, 1));
+  BOOST_TEST(!cuda::attention_tc_supported(96, 2));
+  for (auto [C, H, T] : {std::tuple{32, 2, 45}, std::tuple{64, 2, 64}, std::tuple{128, 2, 150}, std::tuple{128, 1, 37},
+                         std::tuple{64, 4, 5}, std::tuple{256, 2, 70}}) {
+    const int B = 2, hs = C / H;
+    BOOST_TEST_REQUIRE(cuda::attention_tc_supported(C, H));
+    Vec qkv = rnd(size_t(B) * T * 3 * C), dout = rnd(size_t(B) * T * C);
+    Vec out(size_t(B) * T * C), probs(size_t(B) * H * T * T), dqkv(size_t(B) * T * 3 * C);
+    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
+    cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
+    auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(size_t(B) * H * T);
+    auto ref_lse = poisoned(size_t(B) * H * T), ref_out = poisoned(out.size());
+    auto dqkv_ = poisoned(dqkv.size());
+    cuda::attention_fused_forward(ref_out.as<float>(), ref_lse.as<float>(), qkv_.as<float>(), B, T, C, H);
+    cuda::attention_tc_forward(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H);
+    const std::string at = strata::str("C ", C, " H ", H, " T ", T);
+    expect_close(host(out_), out, 2e-2, ("attention_tc_forward out, " + at).c_str());
+    expect_close(host(lse_), host(ref_lse), 2e-2, ("attention_tc_forward lse (against the fp32 kernel), " + at).c_str());
+    cuda::attention_tc_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
+                                qkv_.as<float>(), B, T, C, H);
+    expect_close(host(dqkv_), dqkv, 2e-2, ("attention_tc_backward dqkv, " + at).c_str());
+    BOOST_TEST_MESSAGE("tensor-core attention hs " << hs << " T " << T << ": checked");
   }
 }
 

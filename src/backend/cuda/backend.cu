@@ -1,6 +1,6 @@
 // backend.cu: the CUDA backend: device memory on one device and the strata::cuda ops on one non-blocking
 // stream it owns, GEMMs in the Precision it was made with. Attention is the fused kernel pair (out and the
-// log-sum-exp [B,H,T], no T×T matrix), so keeps_attention_probs() is false and attention_entropy recomputes
+// log-sum-exp [B,H,T], no T×T matrix; in bf16 mode on tensor cores where the head size is 16, 32, 64 or 128), so keeps_attention_probs() is false and attention_entropy recomputes
 // the probabilities one batch row at a time into scratch the backend owns. Reductions run on the stream into
 // a small device double scratch and are downloaded (the host waits for the stream there). Transfers from and
 // to the host wait for the stream, so host buffers may be pageable and reused as soon as the call returns.
@@ -120,6 +120,7 @@ class CudaBackend final : public Backend {
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
+    if (tensor_cores(C, H)) return cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s());
     cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s());
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
@@ -129,6 +130,7 @@ class CudaBackend final : public Backend {
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
+    if (tensor_cores(C, H)) return cuda::attention_tc_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
     cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
@@ -226,6 +228,10 @@ class CudaBackend final : public Backend {
     return str("cuda:", device, " ", cuda::device_name(device));
   }
   cudaStream_t s() const { return stream_.s; }
+  // Fused attention in bf16 mode runs on tensor cores where the head size allows (16, 32, 64, 128).
+  bool tensor_cores(int C, int H) const {
+    return precision_ == Precision::bf16 && cuda::attention_tc_supported(C, H);
+  }
   // Scratch of the backend's own memory, grown (never shrunk) in stream order: the old buffer is freed after
   // the work queued on it.
   struct Scratch {

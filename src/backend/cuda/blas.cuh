@@ -8,8 +8,14 @@
 namespace strata::cuda {
 
 cublasHandle_t blas(cudaStream_t s);  // this thread's handle, bound to stream s, fp32 math (no TF32)
-// Scratch buffer `which` (0, 1, 2) of stream s, at least `bytes`, grown (never shrunk) as needed.
+// Scratch buffer `which` (0 … 4: 0, 1 bf16 GEMM operands; 2 column sums, attention dP; 4 attention D, entropy) of stream s, at least `bytes`, grown (never shrunk) as needed.
 void* scratch(int which, size_t bytes, cudaStream_t s);
 void scratch_release(cudaStream_t s);  // frees stream s's scratch in stream order (before destroying s)
+
+// flash_attention.cu's helpers, shared with flash_attention_tc.cu:
+// opts `kernel` in to `bytes` of dynamic shared memory, or fails naming `op` and the head size hs;
+void allow_dynamic_smem(const void* kernel, size_t bytes, const char* op, int hs);
+// D[b,h,i] = Σ_d dO·O over head h's columns of row i, into scratch slot 4 of stream s (valid until its next use).
+float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s);
 
 }  // namespace strata::cuda

@@ -18,17 +18,7 @@ constexpr int kMaxTile = 32;
 int tile_for(int hs) { return hs <= 64 ? kMaxTile : kMaxTile / 2; }
 size_t smem_for(int tile, int hs, int arrays) { return size_t(arrays) * tile * (hs + 1) * sizeof(float); }
 
-// Dynamic shared memory beyond the default 48 KiB is opt-in per kernel; beyond the device's opt-in maximum
-// (227 KiB on H100, 163 KiB on A100: head sizes of several hundred) the op is refused by name.
-void allow_smem(const void* kernel, size_t bytes, int hs) {
-  int dev = 0, optin = 0;
-  STRATA_CUDA_CHECK(cudaGetDevice(&dev));
-  STRATA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  if (bytes + 1024 > size_t(optin))
-    fail("attention_fused: head size ", hs, " needs ", bytes, " bytes of shared memory per block, the device allows ",
-         optin);
-  STRATA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
+void allow_smem(const void* kernel, size_t bytes, int hs) { allow_dynamic_smem(kernel, bytes, "attention_fused", hs); }
 
 // Loads rows [r0, r0 + tile) of one head's slice (row stride ld, columns col … col + hs) into sh (stride hs+1),
 // zeros past T.
@@ -167,6 +157,24 @@ __global__ void bwd_q(float* dqkv, const float* dout, const float* lse, const fl
 
 }  // namespace
 
+// Dynamic shared memory beyond the default 48 KiB is opt-in per kernel; beyond the device's opt-in maximum
+// (227 KiB on H100, 163 KiB on A100: head sizes of several hundred) the op is refused by name.
+void allow_dynamic_smem(const void* kernel, size_t bytes, const char* op, int hs) {
+  int dev = 0, optin = 0;
+  STRATA_CUDA_CHECK(cudaGetDevice(&dev));
+  STRATA_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (bytes + 1024 > size_t(optin))
+    fail(op, ": head size ", hs, " needs ", bytes, " bytes of shared memory per block, the device allows ", optin);
+  STRATA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+}
+
+float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s) {
+  auto* D = static_cast<float*>(scratch(4, size_t(B) * H * Tn * sizeof(float), s));  // slot 4: in stream order
+  row_dot<<<blocks_for(size_t(B) * H * Tn, 256), 256, 0, s>>>(D, dout, out, B, Tn, C, H);
+  STRATA_CUDA_LAUNCHED();
+  return D;
+}
+
 void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
@@ -181,9 +189,7 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const float scale = 1.0f / std::sqrt(float(hs));
-  auto* D = static_cast<float*>(scratch(4, size_t(B) * H * Tn * sizeof(float), s));  // slot 4: in stream order
-  row_dot<<<blocks_for(size_t(B) * H * Tn, 256), 256, 0, s>>>(D, dout, out, B, Tn, C, H);
-  STRATA_CUDA_LAUNCHED();
+  const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
   const size_t smem_kv = smem_for(tile, hs, 6), smem_q = smem_for(tile, hs, 5);
   allow_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv, hs);
   allow_smem(reinterpret_cast<const void*>(bwd_q), smem_q, hs);

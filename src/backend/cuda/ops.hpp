@@ -77,6 +77,14 @@ void attention_fused_forward(float* out, float* lse, const float* qkv, int B, in
 void attention_fused_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
                               int B, int Tn, int C, int H, cudaStream_t s = 0);
 
+// ---- flash_attention_tc.cu: the same fused attention on bf16 tensor cores (WMMA, fp32 accumulation): q, k, v,
+// dO, P and dS rounded to bfloat16 for their products; softmax, lse and accumulators fp32; inputs and outputs
+// fp32 in the layout above. Head sizes 16, 32, 64, 128 only (attention_tc_supported); others throw. ----
+bool attention_tc_supported(int C, int H);
+void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
+                           int B, int Tn, int C, int H, cudaStream_t s = 0);
+
 // ---- elementwise.cu ----
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0);
 void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0);

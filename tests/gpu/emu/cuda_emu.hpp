@@ -20,7 +20,9 @@
 //   - nvcuda::wmma fragments hold the whole 16×16 tile in every thread (their element order is unspecified
 //     on a GPU too, so code that only uses load/store/fill/mma and element-wise loops runs the same).
 // What it cannot show: speed, races between blocks (blocks never overlap), the effect of the memory model,
-// and anything beyond the subset of the runtime implemented in emu.cpp (an unimplemented call fails to link).
+// register and shared-memory limits (only the 227 KiB device maximum is checked, not the per-kernel opt-in
+// beyond 48 KiB), and anything beyond the subset of the runtime implemented in emu.cpp (an unimplemented call
+// fails to link).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -64,6 +66,7 @@ int lane();
 void* dynamic_smem();
 bool is_device_pointer(const void* p);
 [[noreturn]] void host_pointer_passed(const void* p, const char* kernel);
+[[noreturn]] void fail_wmma_alignment(const void* p);
 
 // One launch: the grid, the block, the dynamic shared memory; runs body() in every thread of the grid.
 struct Config {
@@ -201,31 +204,34 @@ float to_float(T v) {
 }
 }  // namespace detail
 
+// Loads and stores do not synchronise the warp: each lane reads the whole tile the moment it gets there (lane 0
+// first), so a kernel that writes a tile lane by lane and loads it without __syncwarp() in between reads lanes
+// 1…31's elements unwritten and fails its test, as it could on a GPU. The pointer must be 32-byte aligned.
+inline void check_aligned(const void* p) {
+  if (reinterpret_cast<uintptr_t>(p) % 32) ::emu::fail_wmma_alignment(p);
+}
 // A matrix_a or matrix_b tile from memory in the fragment's layout, ldm elements between rows (row_major) or
 // columns (col_major). The element values are the stored ones, exactly (bf16 converts exactly to float).
 template <class Use, int M, int N, int K, class T, class L>
 void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
   using F = fragment<Use, M, N, K, T, L>;
-  ::emu::syncwarp();
+  check_aligned(p);
   for (int r = 0; r < F::rows; r++)
     for (int c = 0; c < F::cols; c++)
       f.x[r * F::cols + c] = detail::to_float(std::is_same_v<L, row_major> ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]);
-  ::emu::syncwarp();
 }
 template <int M, int N, int K, class T>
 void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t l) {
-  ::emu::syncwarp();
+  check_aligned(p);
   for (int r = 0; r < M; r++)
     for (int c = 0; c < N; c++) f.x[r * N + c] = l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r];
-  ::emu::syncwarp();
 }
 template <int M, int N, int K, class T>
 void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t l) {
-  ::emu::syncwarp();
+  check_aligned(p);
   if (::emu::lane() == 0)  // one writer: the tile is the same in every lane
     for (int r = 0; r < M; r++)
       for (int c = 0; c < N; c++) (l == mem_row_major ? p[size_t(r) * ldm + c] : p[size_t(c) * ldm + r]) = f.x[r * N + c];
-  ::emu::syncwarp();
 }
 // d = a·b + c, products of the exact input values summed in float (a tensor core's order is unspecified).
 template <int M, int N, int K, class T, class LA, class LB, class TC>

@@ -44,6 +44,11 @@ bool is_device_pointer(const void* p) {
   std::abort();
 }
 
+[[noreturn]] void fail_wmma_alignment(const void* p) {
+  std::fprintf(stderr, "cuda emulator: wmma load/store at %p, not 32-byte aligned (undefined on a GPU)\n", p);
+  std::abort();
+}
+
 // ---- the scheduler ----
 namespace {
 
@@ -86,7 +91,8 @@ struct Grid {
   uint3 block{};
   std::vector<Fiber> fibers;
   Fiber* current = nullptr;
-  std::vector<unsigned char> smem;
+  std::vector<unsigned char> smem_bytes;  // 128 bytes of slack: smem() is 128-byte aligned
+  unsigned char* smem() { return smem_bytes.data() + (-reinterpret_cast<uintptr_t>(smem_bytes.data()) & 127); }
   std::vector<unsigned long long> shuffle_buf[2];  // [warp · 32 + lane]
 };
 
@@ -118,7 +124,7 @@ uint3& block_idx() { return g().block; }
 dim3& block_dim() { return g().cfg.block; }
 dim3& grid_dim() { return g().cfg.grid; }
 int lane() { return g().current->lane; }
-void* dynamic_smem() { return g().smem.data(); }
+void* dynamic_smem() { return g().smem(); }
 void syncthreads() { park(State::at_block_barrier); }
 void syncwarp() { park(State::at_warp_barrier); }
 
@@ -164,7 +170,7 @@ void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kerne
     if (p == MAP_FAILED) throw std::runtime_error("cuda emulator: no memory for fiber stacks");
     pool.push_back(static_cast<char*>(p));
   }
-  gr.smem.resize(c.smem);
+  gr.smem_bytes.resize(c.smem + 128);
   const int warps = int((threads + 31) / 32);
   for (auto& b : gr.shuffle_buf) b.assign(size_t(warps) * 32, 0);
   grid_ = &gr;
@@ -172,7 +178,7 @@ void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kerne
     for (unsigned by = 0; by < c.grid.y; by++)
       for (unsigned bx = 0; bx < c.grid.x; bx++) {
         gr.block = make_uint3(bx, by, bz);
-        if (!gr.smem.empty()) std::memset(gr.smem.data(), 0xff, gr.smem.size());  // NaN until written
+        std::memset(gr.smem(), 0xff, c.smem);  // NaN until written
         for (long long t = 0; t < threads; t++) {
           Fiber& f = gr.fibers[size_t(t)];
           f = Fiber{};
@@ -276,6 +282,11 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   return cudaSuccess;
 }
 int current_device = 0;
+// As the CUDA runtime does, a failing call also becomes the thread's last error (cudaGetLastError).
+cudaError_t record(cudaError_t e) {
+  if (e != cudaSuccess) last_error() = e;
+  return e;
+}
 }  // namespace
 
 extern "C" {
@@ -285,7 +296,7 @@ cudaError_t cudaGetDeviceCount(int* n) {
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
-  if (d != 0) return cudaErrorInvalidDevice;
+  if (d != 0) return record(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU (tests/gpu/emu)");
   p->major = 9, p->minor = 0, p->multiProcessorCount = 1, p->warpSize = 32, p->maxThreadsPerBlock = 1024;
@@ -293,20 +304,20 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
-  if (d != 0) return cudaErrorInvalidDevice;
+  if (d != 0) return record(cudaErrorInvalidDevice);
   std::snprintf(id, size_t(len), "0000:00:00.0");
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
-  if (d != 0) return cudaErrorInvalidDevice;
+  if (d != 0) return record(cudaErrorInvalidDevice);
   switch (a) {
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 232448; return cudaSuccess;
     case cudaDevAttrMemoryPoolsSupported: *v = 1; return cudaSuccess;
-    default: return cudaErrorInvalidValue;
+    default: return record(cudaErrorInvalidValue);
   }
 }
 cudaError_t cudaSetDevice(int d) {
-  if (d != 0) return cudaErrorInvalidDevice;
+  if (d != 0) return record(cudaErrorInvalidDevice);
   current_device = d;
   return cudaSuccess;
 }
@@ -332,27 +343,27 @@ const char* cudaGetErrorString(cudaError_t e) {
   }
 }
 cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute a, int v) {
-  if (a == cudaFuncAttributeMaxDynamicSharedMemorySize && v > 232448) return cudaErrorInvalidValue;
+  if (a == cudaFuncAttributeMaxDynamicSharedMemorySize && v > 232448) return record(cudaErrorInvalidValue);
   return cudaSuccess;
 }
 cudaError_t cudaMalloc(void** p, size_t n) {
   *p = dev_alloc(n);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
-cudaError_t cudaFree(void* p) { return dev_free(p); }
-cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return cudaMalloc(p, n); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return dev_free(p); }
-cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return copy(d, s, n, k); }
+cudaError_t cudaFree(void* p) { return record(dev_free(p)); }
+cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return record(cudaMalloc(p, n)); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return record(dev_free(p)); }
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return record(copy(d, s, n, k)); }
 cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
-  return copy(d, s, n, k);
+  return record(copy(d, s, n, k));
 }
 cudaError_t cudaMemset(void* p, int v, size_t n) {
   if (n && !(emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<char*>(p) + n - 1)))
-    return cudaErrorInvalidValue;
+    return record(cudaErrorInvalidValue);
   std::memset(p, v, n);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return cudaMemset(p, v, n); }
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return record(cudaMemset(p, v, n)); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
   *s = reinterpret_cast<cudaStream_t>(new char(0));  // a distinct handle per stream
   return cudaSuccess;

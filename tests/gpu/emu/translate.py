@@ -6,18 +6,22 @@ Two rewrites, nothing else (the rest is compiled as written, with cuda_emu.hpp f
       -> ::emu::launch("name", [](auto&&... emu_a) { name(emu_a...); }, grid, block[, smem[, stream]])(args)
   extern __shared__ [__align__(n)] T name[];
       -> T* name = reinterpret_cast<T*>(::emu::dynamic_smem());
-A launch whose configuration spans lines, or any <<< left over, is an error naming the line."""
+A launch whose configuration spans lines, or any <<< left over outside a // comment line, is an error naming
+the line."""
 import os
 import re
 import sys
 
 LAUNCH = re.compile(r"([A-Za-z_][\w:]*(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\(")
-SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?([\w:]+)\s+(\w+)\s*\[\s*\]\s*;")
+SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\(\d+\)\s+)?((?:[\w:]+\s+)*?[\w:]+)\s+(\w+)\s*\[\s*\]\s*;")
 
 
 def translate(text, path):
     out = []
     for n, line in enumerate(text.split("\n"), 1):
+        if line.lstrip().startswith("//"):  # a comment may show launch syntax
+            out.append(line)
+            continue
         line = LAUNCH.sub(
             lambda m: f'::emu::launch("{m.group(1)}", [](auto&&... emu_a) {{ {m.group(1)}(emu_a...); }}, '
                       f"{m.group(2)})(", line)
