@@ -4,14 +4,16 @@
 #   1. builds Strata with the CUDA backend and checks the sm_80/sm_90 objects;
 #   2. runs every GPU test: each CUDA op against its CPU twin (test_gpu_ops), the whole model on the GPU
 #      against the CPU for every norm placement (test_gpu_model), the NCCL transport (two GPUs);
-#   3. bench_gpu_ops: GEMM TFLOP/s in fp32 and bf16 against the bf16 peak, fused against unfused attention;
+#   3. bench_gpu_ops: GEMM TFLOP/s in fp32 and bf16 against the bf16 peak, fused attention (fp32, and bf16
+#      tensor cores) against unfused;
 #   4. trains a 12-layer model (bench-12L) 5 steps on the CPU, then 20 more from that checkpoint on the CPU, on
 #      the GPU in fp32 and in bf16, as two pipeline stages and as two data-parallel replicas sharing the GPU
 #      over MPI (two GPUs: also over NCCL, ncclAllReduce for the replicas), and compares the per-step losses:
 #      GPU fp32 vs CPU within 1e-4 relative, bf16 vs fp32 within 2%, the MPI runs vs CPU within 1e-4, NCCL
 #      vs MPI the same (1e-7);
 #   5. prints tokens/s and MFU (against the GPU's dense bf16 peak) of bench-12L and of d = 1024, L = 24,
-#      T = 1024 in fp32 and bf16 with fused attention, and bf16 with unfused (cuBLAS, TF32) attention
+#      T = 1024 in fp32 and bf16 with fused attention (bf16: on tensor cores), and bf16 with unfused (cuBLAS,
+#      TF32) attention
 #      (steady window: steps 11-20).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
 #
