@@ -12,6 +12,7 @@
 #include <string>
 
 #include "backend/cuda/ops.hpp"
+#include "train/peak.hpp"
 
 using namespace strata;
 
@@ -33,13 +34,6 @@ double time_ms(const std::function<void()>& f, int reps = 10) {
   return ms / reps;
 }
 
-double peak_for(const std::string& name) {  // bf16 dense TFLOP/s of the usual parts (vendor data sheets)
-  if (name.find("H200") != std::string::npos || name.find("H100") != std::string::npos) return 989.0;
-  if (name.find("A100") != std::string::npos) return 312.0;
-  if (name.find("L40S") != std::string::npos) return 362.0;
-  return 0;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -58,7 +52,7 @@ int main(int argc, char** argv) {
   }
   cuda::set_device(0);
   const std::string name = cuda::device_name(0);
-  if (peak == 0) peak = peak_for(name);
+  if (peak == 0) peak = gpu_bf16_peak_gflops(name) / 1e3;  // TFLOP/s
   const int N = B * T, dffn = 4 * d;
   std::printf("bench_gpu_ops on %s: B=%d T=%d d=%d H=%d (N=%d tokens), bf16 dense peak %.0f TFLOP/s\n", name.c_str(),
               B, T, d, H, N, peak);

@@ -56,11 +56,11 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
 // Writes a checkpoint file at an exact path (no latest, no pruning), for tools and tests.
 void checkpoint_write_file(const std::string& path, const CheckpointView& c);
 
-// The file's format (1 where it has no strata_checkpoint_format attribute); check_format throws unless this
-// build reads it, so resume = "auto" stops instead of falling back past a file written by a newer Strata.
 // Where tensor t lives in a checkpoint of the current format: "/model/blocks/ffn/w_h" (a stack whose rows are
 // the blocks listed in its @blocks attribute) for block tensors, "/model/lm_head" for the others.
 std::string checkpoint_dataset(const TensorSpec& t);
+// The file's format (1 where it has no strata_checkpoint_format attribute); check_format throws unless this
+// build reads it, so resume = "auto" stops instead of falling back past a file written by a newer Strata.
 int checkpoint_format(const std::string& path);
 void checkpoint_check_format(const std::string& path);
 ModelConfig checkpoint_model_config(const std::string& path);

@@ -311,6 +311,11 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
     be_->upload(s.tokens.data(), tokens, size_t(N) * sizeof(int32_t));
     be_->embedding_forward(s.x0, s.tokens.data(), dparam(layout.tok_embedding), dparam(layout.pos_embedding), B, T, d);
   }
+  if (range.head && targets) {  // uploaded before the forward is queued: the upload's wait is for no work
+    for (int i = 0; i < N; i++)
+      STRATA_CHECK(targets[i] >= 0 && targets[i] < V, "target id ", targets[i], " is >= model.vocab = ", V);
+    be_->upload(s.targets.data(), targets, size_t(N) * sizeof(int32_t));
+  }
   const float* x = s.x0;
   for (int k = 0; k < nblocks(); k++) {
     const int l = range.first + k;
@@ -333,9 +338,6 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
   }
   be_->matmul_forward(s.logits, xf, dparam(layout.lm_head), static_cast<const float*>(nullptr), N, d, V);
   if (!targets) return 0.0;
-  for (int i = 0; i < N; i++)
-    STRATA_CHECK(targets[i] >= 0 && targets[i] < V, "target id ", targets[i], " is >= model.vocab = ", V);
-  be_->upload(s.targets.data(), targets, size_t(N) * sizeof(int32_t));
   be_->crossentropy_forward(s.losses, s.logits, s.targets.data(), N, V);
   return be_->sum(s.losses, size_t(N));
 }

@@ -114,7 +114,6 @@ class Model {
   std::vector<const TensorSpec*> tensors;  // the tensors this stage owns
   std::vector<float> params, grads;  // [slice_end − slice_begin], host
   float* param(size_t global_offset) { return params.data() + (global_offset - slice_begin); }
-  const float* param(size_t global_offset) const { return params.data() + (global_offset - slice_begin); }
   float* grad(size_t global_offset) { return grads.data() + (global_offset - slice_begin); }
 
   // The buffers the backend computes on (= params.data(), grads.data(), grad_acc.data() on the CPU backend),

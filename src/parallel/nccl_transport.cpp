@@ -19,6 +19,19 @@ void cuda_ok(cudaError_t e, const char* what) {
 void nccl_ok(ncclResult_t r, const char* what) {
   if (r != ncclSuccess) fail("NCCL transport: ", what, ": ", ncclGetErrorString(r));
 }
+// Waits for stream s by polling, calling check() (which throws on an NCCL asynchronous error) in between;
+// false if timeout_s seconds since t0 pass first.
+template <class Check>
+bool wait_stream(cudaStream_t s, std::chrono::steady_clock::time_point t0, double timeout_s, Check check) {
+  while (true) {
+    cudaError_t q = cudaStreamQuery(s);
+    if (q == cudaSuccess) return true;
+    if (q != cudaErrorNotReady) cuda_ok(q, "cudaStreamQuery");
+    check();
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
 std::string edge_text(const NcclTransport::Edge& e) {
   return str(std::get<0>(e) ? "gradients" : "activations", " stage ", std::get<1>(e), " -> ", std::get<2>(e));
 }
@@ -129,18 +142,10 @@ void NcclTransport::progress() { check_async(); }
 void NcclTransport::finish() {
   const auto t0 = std::chrono::steady_clock::now();
   for (auto& [e, c] : channels_) {
-    while (true) {
-      cudaError_t q = cudaStreamQuery(c.stream);
-      if (q == cudaSuccess) break;
-      if (q != cudaErrorNotReady) cuda_ok(q, "cudaStreamQuery");
-      check_async();
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (s > timeout_s_) {
-        aborted_ = true;
-        fail("NCCL transport: rank ", rank_, ": ", edge_text(e), " has not completed in ", timeout_s_,
-             " s (a peer stopped?)");
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (!wait_stream(c.stream, t0, timeout_s_, [this] { check_async(); })) {
+      aborted_ = true;
+      fail("NCCL transport: rank ", rank_, ": ", edge_text(e), " has not completed in ", timeout_s_,
+           " s (a peer stopped?)");
     }
   }
   for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
@@ -168,11 +173,7 @@ NcclAllreduce::~NcclAllreduce() {
 
 void NcclAllreduce::sum(double* buf, size_t n) {
   nccl_ok(ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, comm_, stream_), "ncclAllReduce of the gradients");
-  const auto t0 = std::chrono::steady_clock::now();
-  while (true) {
-    cudaError_t q = cudaStreamQuery(stream_);
-    if (q == cudaSuccess) return;
-    if (q != cudaErrorNotReady) cuda_ok(q, "cudaStreamQuery");
+  auto check = [this] {
     ncclResult_t r = ncclSuccess;
     nccl_ok(ncclCommGetAsyncError(comm_, &r), "ncclCommGetAsyncError");
     if (r != ncclSuccess) {
@@ -180,12 +181,11 @@ void NcclAllreduce::sum(double* buf, size_t n) {
       fail("NCCL allreduce: rank ", rank_, " of the data-parallel group: ", ncclGetErrorString(r),
            " (a replica gone or a network error)");
     }
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s_) {
-      aborted_ = true;
-      fail("NCCL allreduce: rank ", rank_, " of the data-parallel group: no result in ", timeout_s_,
-           " s (a replica stopped?)");
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  };
+  if (!wait_stream(stream_, std::chrono::steady_clock::now(), timeout_s_, check)) {
+    aborted_ = true;
+    fail("NCCL allreduce: rank ", rank_, " of the data-parallel group: no result in ", timeout_s_,
+         " s (a replica stopped?)");
   }
 }
 

@@ -28,9 +28,11 @@ class StagedTransport : public Transport {
     float* device = nullptr;  // a receive's destination; null for a send
   };
   void complete(Handle h);
+  std::vector<float> take(size_t n);  // a host buffer of n floats, reused from spare_ when one is there
   Transport& host_;
   Backend& be_;
   std::map<Handle, Stage> stages_;
+  std::vector<std::vector<float>> spare_;  // completed stages' buffers (a step's messages repeat their sizes)
 };
 
 }  // namespace strata

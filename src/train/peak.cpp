@@ -21,4 +21,17 @@ double measure_sgemm_gflops(int n, int reps) {
   return 2.0 * double(n) * n * n / best / 1e9;
 }
 
+double gpu_bf16_peak_gflops(const std::string& name) {
+  struct Known {
+    const char* part;
+    double gflops;
+  };
+  static const Known known[] = {{"H100 PCIe", 756e3}, {"H100 NVL", 835e3}, {"H100", 989e3}, {"H200", 989e3},
+                                {"H800", 989e3},      {"B200", 2250e3},    {"A100", 312e3}, {"A800", 312e3},
+                                {"L40S", 362e3},      {"A10", 125e3}};
+  for (const Known& k : known)
+    if (name.find(k.part) != std::string::npos) return k.gflops;
+  return 0;
+}
+
 }  // namespace strata

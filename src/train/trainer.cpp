@@ -222,20 +222,6 @@ void save_parallel(const Config& cfg, const Topology& topo, const std::vector<st
   say(line);
 }
 
-// The GPU's dense bf16 peak in GFLOP/s from its name (the MFU denominator on a GPU); 0 where unknown.
-double gpu_bf16_peak_gflops(const std::string& name) {
-  struct Known {
-    const char* part;
-    double gflops;
-  };
-  static const Known known[] = {{"H100 PCIe", 756e3}, {"H100 NVL", 835e3}, {"H100", 989e3}, {"H200", 989e3},
-                                {"H800", 989e3},      {"B200", 2250e3},    {"A100", 312e3}, {"A800", 312e3},
-                                {"L40S", 362e3},      {"A10", 125e3}};
-  for (const Known& k : known)
-    if (name.find(k.part) != std::string::npos) return k.gflops;
-  return 0;
-}
-
 // train.device = "cuda": the GPU of this rank's local rank (shared round-robin on the MPI transport). `name` is
 // this rank's device ("cuda:0 NVIDIA H100 …"), `ranks` every rank's, a line each.
 std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& topo, std::string& name,
@@ -472,6 +458,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   int rollbacks_in_a_row = 0;
   double window_s = 0;
   int window_steps = 0;
+  std::vector<Array<float>> before;  // the parameters before a stats step's update, for ‖ΔW‖/‖W‖ (kept allocated)
   while (st.step < tc.steps) {
     const auto t0 = clock_type::now();
     if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");
@@ -560,11 +547,10 @@ double train_run(const Config& cfg, MPI_Comm world) {
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
     const double lr = lr_at(tc, st.step) * st.lr_scale;
-    std::vector<Array<float>> before;  // for ‖ΔW‖/‖W‖
     if (collecting)
-      for (auto& ch : chunks) {
-        before.emplace_back(*be, ch->params.size());
-        be->copy(before.back().data(), ch->dparams(), ch->params.size() * sizeof(float));
+      for (size_t c = 0; c < chunks.size(); c++) {
+        if (before.size() == c) before.emplace_back(*be, chunks[c]->params.size());
+        be->copy(before[c].data(), chunks[c]->dparams(), chunks[c]->params.size() * sizeof(float));
       }
     double clip_scale = 1.0;
     for (int c = 0; c < v; c++) {

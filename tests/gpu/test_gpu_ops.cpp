@@ -60,12 +60,6 @@ cuda::Buffer poisoned(size_t n) {
   b.fill_bytes(0xff);
   return b;
 }
-Vec host(const cuda::Buffer& b) {
-  cuda::synchronize();
-  Vec h(b.bytes() / sizeof(float));
-  b.download(h.data(), b.bytes());
-  return h;
-}
 template <class T>
 std::vector<T> host_as(const cuda::Buffer& b) {
   cuda::synchronize();
@@ -73,6 +67,7 @@ std::vector<T> host_as(const cuda::Buffer& b) {
   b.download(h.data(), b.bytes());
   return h;
 }
+Vec host(const cuda::Buffer& b) { return host_as<float>(b); }
 // The same through a Backend: n floats of its memory holding h, or NaN bytes (the poison), and back.
 Array<float> put(Backend& be, const Vec& h) {
   Array<float> a(be, h.size());

@@ -39,13 +39,10 @@ class CudaBackend final : public Backend {
   // The device is set before the stream (a member after name_) is created on it.
   CudaBackend(int device, Precision precision, bool fused_attention)
       : precision_(precision), fused_(fused_attention), name_(select(device)) {}
-  ~CudaBackend() override {
-    // Unwinding an error (a peer gone, work queued behind a transfer that never comes): do not wait for the
-    // stream; the process is about to end. Otherwise the scratch is freed in stream order after its last use.
-    for (Scratch* b : {&red_, &out_, &probs_}) release(b->p), b->p = nullptr;
-    cuda::scratch_release(stream_.s);  // the GEMM and attention scratch of this stream
-    if (std::uncaught_exceptions() == 0) cudaStreamSynchronize(stream_.s);
-  }
+  // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) is freed in stream order after its
+  // last use; ~Stream then waits for the stream, except while an error unwinds (a peer gone, work queued behind
+  // a transfer that never comes: the process is about to end).
+  ~CudaBackend() override { cuda::scratch_release(stream_.s); }
 
   std::string name() const override { return name_; }
   bool host_memory() const override { return false; }
@@ -179,8 +176,7 @@ class CudaBackend final : public Backend {
     return fetch();
   }
   double stats_sumsq(const float* x, size_t n) override {  // cpu::stats_sumsq is cpu::sum_squares' twin too
-    cuda::sum_squares(slots(1), x, n, s());
-    return fetch();
+    return sum_squares(x, n);
   }
   double stats_maxabs(const float* x, size_t n) override {
     cuda::stats_maxabs(slots(1), x, n, s());
@@ -200,8 +196,8 @@ class CudaBackend final : public Backend {
       return fetch();
     }
     double* ent = slots(size_t(B));
-    float* out = grow<float>(out_, size_t(T) * C);
-    float* p = grow<float>(probs_, size_t(H) * T * T);
+    auto* out = static_cast<float*>(cuda::scratch(6, size_t(T) * C * sizeof(float), s()));
+    auto* p = static_cast<float*>(cuda::scratch(7, size_t(H) * T * T * sizeof(float), s()));
     for (int b = 0; b < B; b++) {
       cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
       cuda::attention_entropy(ent + b, p, H * T, T, s());
@@ -232,34 +228,20 @@ class CudaBackend final : public Backend {
   bool tensor_cores(int C, int H) const {
     return precision_ == Precision::bf16 && cuda::attention_tc_supported(C, H);
   }
-  // Scratch of the backend's own memory, grown (never shrunk) in stream order: the old buffer is freed after
-  // the work queued on it.
-  struct Scratch {
-    void* p = nullptr;
-    size_t bytes = 0;
-  };
-  template <class T>
-  T* grow(Scratch& b, size_t n) {
-    if (b.bytes < n * sizeof(T)) {
-      release(b.p);
-      b.p = nullptr, b.bytes = 0;
-      b.p = alloc(n * sizeof(T));
-      b.bytes = n * sizeof(T);
-    }
-    return static_cast<T*>(b.p);
+  // The reductions' device doubles: scratch slot 5 of the stream (blas.cuh), at least n of them.
+  double* slots(size_t n) {
+    return static_cast<double*>(cuda::scratch(5, std::max<size_t>(n, 16) * sizeof(double), s()));
   }
-  double* slots(size_t n) { return grow<double>(red_, std::max<size_t>(n, 16)); }
   double fetch() {  // slot 0, after the stream's work
     double v = 0;
-    download(&v, red_.p, sizeof v);
+    download(&v, slots(1), sizeof v);
     return v;
   }
 
   Precision precision_;
   bool fused_;
   std::string name_;
-  Stream stream_;                  // destroyed last of the device objects: after the buffers below
-  Scratch red_, out_, probs_;     // reduction slots; attention_entropy's recomputed out [T,C], probs [H,T,T]
+  Stream stream_;
 };
 
 }  // namespace

@@ -8,7 +8,8 @@
 namespace strata::cuda {
 
 cublasHandle_t blas(cudaStream_t s);  // this thread's handle, bound to stream s, fp32 math (no TF32)
-// Scratch buffer `which` (0 … 4: 0, 1 bf16 GEMM operands; 2 column sums, attention dP; 4 attention D, entropy) of stream s, at least `bytes`, grown (never shrunk) as needed.
+// Scratch buffer `which` (0, 1 bf16 GEMM operands; 2 column sums, attention dP; 3 reduction partials; 4 attention
+// D, entropy rows; 5–7 the CUDA backend's reduction slots and recomputed attention) of stream s, at least `bytes`, grown (never shrunk) as needed.
 void* scratch(int which, size_t bytes, cudaStream_t s);
 void scratch_release(cudaStream_t s);  // frees stream s's scratch in stream order (before destroying s)
 

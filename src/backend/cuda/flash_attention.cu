@@ -18,7 +18,6 @@ constexpr int kMaxTile = 32;
 int tile_for(int hs) { return hs <= 64 ? kMaxTile : kMaxTile / 2; }
 size_t smem_for(int tile, int hs, int arrays) { return size_t(arrays) * tile * (hs + 1) * sizeof(float); }
 
-void allow_smem(const void* kernel, size_t bytes, int hs) { allow_dynamic_smem(kernel, bytes, "attention_fused", hs); }
 
 // Loads rows [r0, r0 + tile) of one head's slice (row stride ld, columns col … col + hs) into sh (stride hs+1),
 // zeros past T.
@@ -179,7 +178,7 @@ void attention_fused_forward(float* out, float* lse, const float* qkv, int B, in
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const size_t smem = smem_for(tile, hs, 4);
-  allow_smem(reinterpret_cast<const void*>(fwd), smem, hs);
+  allow_dynamic_smem(reinterpret_cast<const void*>(fwd), smem, "attention_fused", hs);
   fwd<<<dim3(B * H, blocks_for(size_t(Tn), tile)), tile, smem, s>>>(out, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(hs)));
   STRATA_CUDA_LAUNCHED();
 }
@@ -191,8 +190,8 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
   const float scale = 1.0f / std::sqrt(float(hs));
   const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
   const size_t smem_kv = smem_for(tile, hs, 6), smem_q = smem_for(tile, hs, 5);
-  allow_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv, hs);
-  allow_smem(reinterpret_cast<const void*>(bwd_q), smem_q, hs);
+  allow_dynamic_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv, "attention_fused", hs);
+  allow_dynamic_smem(reinterpret_cast<const void*>(bwd_q), smem_q, "attention_fused", hs);
   const dim3 grid(B * H, blocks_for(size_t(Tn), tile));  // x: up to 2³¹−1 heads; y: up to 65535 tiles
   bwd_kv<<<grid, tile, smem_kv, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();

@@ -201,6 +201,34 @@ __host__ __device__ constexpr size_t bwd_smem() {
          2 * carve_bytes(kRows * sizeof(float));
 }
 
+// The backward kernels' shared memory (bwd_smem): the block's own two tiles (K, V for dK/dV; Q, dO for dQ),
+// the two tiles streamed past them, each warp's fp32 score tiles S and dP and bf16 tiles P and dS, and the
+// streamed or own rows' lse and D.
+template <int HS>
+struct BwdSmem {
+  bf16 *own0, *own1, *other0, *other1;
+  float *S, *dP;
+  bf16 *P, *dS;
+  float *lse, *D;
+  __device__ explicit BwdSmem(unsigned char* raw) {
+    Carve cv{reinterpret_cast<char*>(raw)};
+    constexpr int ld = ld_tile<HS>();
+    own0 = cv.take<bf16>(kRows * ld), own1 = cv.take<bf16>(kRows * ld);
+    other0 = cv.take<bf16>(kCols * ld), other1 = cv.take<bf16>(kCols * ld);
+    S = cv.take<float>(kWarps * 16 * kLdS), dP = cv.take<float>(kWarps * 16 * kLdS);
+    P = cv.take<bf16>(kWarps * 16 * kLdP), dS = cv.take<bf16>(kWarps * 16 * kLdP);
+    lse = cv.take<float>(kRows), D = cv.take<float>(kRows);
+  }
+};
+
+// lse and D of rows r0 … r0 + kRows − 1 of head bh (0 past T) into shared memory.
+__device__ void load_row_stats(float* lse_s, float* D_s, const float* lse, const float* D, int bh, int r0, int T) {
+  for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
+    lse_s[r] = r0 + r < T ? lse[size_t(bh) * T + r0 + r] : 0.0f;
+    D_s[r] = r0 + r < T ? D[size_t(bh) * T + r0 + r] : 0.0f;
+  }
+}
+
 // Writes a warp's accumulators acc[HS/16] (16 rows × HS) to rows r0… (< T) of dst (row stride ld), through
 // the warp's fp32 staging tile st (16 × kLdS).
 template <int HS>
@@ -225,18 +253,11 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, const float
                                                        const float* D, const float* qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  Carve cv{reinterpret_cast<char*>(smem_raw)};
+  const BwdSmem<HS> sm(smem_raw);
   constexpr int ld = ld_tile<HS>();
-  bf16* K = cv.take<bf16>(kRows * ld);
-  bf16* V = cv.take<bf16>(kRows * ld);
-  bf16* Q = cv.take<bf16>(kCols * ld);
-  bf16* dO = cv.take<bf16>(kCols * ld);
-  float* St = cv.take<float>(kWarps * 16 * kLdS);
-  float* dPt = cv.take<float>(kWarps * 16 * kLdS);
-  bf16* Pt = cv.take<bf16>(kWarps * 16 * kLdP);
-  bf16* dSt = cv.take<bf16>(kWarps * 16 * kLdP);
-  float* lse_s = cv.take<float>(kCols);
-  float* D_s = cv.take<float>(kCols);
+  bf16 *K = sm.own0, *V = sm.own1, *Q = sm.other0, *dO = sm.other1;
+  float *St = sm.S, *dPt = sm.dP, *lse_s = sm.lse, *D_s = sm.D;  // transposed: rows are keys
+  bf16 *Pt = sm.P, *dSt = sm.dS;
 
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * kRows, wj0 = j0 + w * 16;
@@ -254,10 +275,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, const float
     __syncthreads();  // the previous tile's Q and dO are no longer read (the first time: K and V are written)
     load_bf16<HS>(Q, base, 3 * C, i0, T);
     load_bf16<HS>(dO, dbase, C, i0, T);
-    for (int c = threadIdx.x; c < kCols; c += blockDim.x) {
-      lse_s[c] = i0 + c < T ? lse[size_t(bh) * T + i0 + c] : 0.0f;
-      D_s[c] = i0 + c < T ? D[size_t(bh) * T + i0 + c] : 0.0f;
-    }
+    load_row_stats(lse_s, D_s, lse, D, bh, i0, T);
     __syncthreads();
     // 16-query blocks that see some key of this warp: query i0 + 16n + 15 ≥ the warp's first key.
     auto seen = [&](int n) { return i0 + 16 * n + 15 >= wj0; };
@@ -302,18 +320,10 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, const float*
                                                       const float* D, const float* qkv, int T, int C, int H,
                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
-  Carve cv{reinterpret_cast<char*>(smem_raw)};
+  const BwdSmem<HS> sm(smem_raw);  // its P tile is unused here
   constexpr int ld = ld_tile<HS>();
-  bf16* Q = cv.take<bf16>(kRows * ld);
-  bf16* dO = cv.take<bf16>(kRows * ld);
-  bf16* K = cv.take<bf16>(kCols * ld);
-  bf16* V = cv.take<bf16>(kCols * ld);
-  float* S = cv.take<float>(kWarps * 16 * kLdS);
-  float* dP = cv.take<float>(kWarps * 16 * kLdS);
-  bf16* dS = cv.take<bf16>(kWarps * 16 * kLdP);
-  (void)cv.take<bf16>(kWarps * 16 * kLdP);  // the same carve-up as bwd_kv_tc (one size for both)
-  float* lse_s = cv.take<float>(kRows);
-  float* D_s = cv.take<float>(kRows);
+  bf16 *Q = sm.own0, *dO = sm.own1, *K = sm.other0, *V = sm.other1, *dS = sm.dS;
+  float *S = sm.S, *dP = sm.dP, *lse_s = sm.lse, *D_s = sm.D;
 
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H;
@@ -324,10 +334,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, const float*
 
   load_bf16<HS>(Q, base, 3 * C, i0, T);
   load_bf16<HS>(dO, dout + size_t(b) * T * C + h * HS, C, i0, T);
-  for (int r = threadIdx.x; r < kRows; r += blockDim.x) {
-    lse_s[r] = i0 + r < T ? lse[size_t(bh) * T + i0 + r] : 0.0f;
-    D_s[r] = i0 + r < T ? D[size_t(bh) * T + i0 + r] : 0.0f;
-  }
+  load_row_stats(lse_s, D_s, lse, D, bh, i0, T);
   FragC dq[HS / 16];
 #pragma unroll
   for (int d = 0; d < HS / 16; d++) wmma::fill_fragment(dq[d], 0.0f);

@@ -74,7 +74,7 @@ struct Config {
   size_t smem = 0;
   cudaStream_t stream = nullptr;
 };
-void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kernel);
+void run_grid(const Config& c, void (*body)(void*), void* arg, const char* kernel);
 
 template <class T>
 void check_arg(const T& a, const char* kernel) {

@@ -87,7 +87,7 @@ struct Grid {
   Config cfg;
   const char* kernel = "";
   void (*body)(void*) = nullptr;
-  void* ctx = nullptr;
+  void* arg = nullptr;  // body's argument
   uint3 block{};
   std::vector<Fiber> fibers;
   Fiber* current = nullptr;
@@ -146,7 +146,7 @@ unsigned long long shuffle(unsigned long long bits, int src_lane, int lane_xor, 
   return buf[base + src];
 }
 
-void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kernel) {
+void run_grid(const Config& c, void (*body)(void*), void* arg, const char* kernel) {
   const long long threads = (long long)c.block.x * c.block.y * c.block.z;
   if (threads <= 0 || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x == 0 ||
       c.grid.y == 0 || c.grid.z == 0) {
@@ -162,7 +162,7 @@ void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kerne
     std::abort();
   }
   Grid gr;
-  gr.cfg = c, gr.kernel = kernel, gr.body = body, gr.ctx = ctx;
+  gr.cfg = c, gr.kernel = kernel, gr.body = body, gr.arg = arg;
   gr.fibers.resize(size_t(threads));
   auto& pool = stack_pool();
   while (pool.size() < size_t(threads)) {
@@ -189,7 +189,7 @@ void run_grid(const Config& c, void (*body)(void*), void* ctx, const char* kerne
           f.self = ctx::fiber(std::allocator_arg, PoolStack{pool[size_t(t)]}, [fp](ctx::fiber&& sink) {
             fp->sink = std::move(sink);
             Grid& gr = g();
-            gr.body(gr.ctx);
+            gr.body(gr.arg);
             fp->state = State::done;
             return std::move(fp->sink);
           });
