@@ -1,6 +1,7 @@
 // bench_gpu_ops.cpp: GPU op throughput for the shapes of one block of the d = 1024, L = 24, T = 1024 model
-// (issue 6's MFU target), fp32 and bf16: the four GEMMs forward and backward (TFLOP/s, and % of the bf16 dense
-// peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
+// (issue 6's MFU target), fp32, bf16 (operands rounded at every call) and bf16 cached (operands rounded once, as
+// the CUDA backend's operand cache can give them): the four GEMMs forward (with its bias) and backward (TFLOP/s,
+// and % of the bf16 dense peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
 // against fused (no T×T matrix; fp32, and on bf16 tensor cores), with the memory each needs. Run by tests/gpu/check.sh; prints one line per op.
 // Usage: bench_gpu_ops [--batch 8] [--seq 1024] [--d 1024] [--heads 16] [--peak-tflops X]
 #include <cuda_runtime_api.h>
@@ -57,30 +58,44 @@ int main(int argc, char** argv) {
   std::printf("bench_gpu_ops on %s: B=%d T=%d d=%d H=%d (N=%d tokens), bf16 dense peak %.0f TFLOP/s\n", name.c_str(),
               B, T, d, H, N, peak);
   // Operands sized for the largest shape: activations [N, d_ffn], weights [d_ffn, d] (≥ d·3d).
-  cuda::Buffer x(size_t(N) * dffn * 4), y(size_t(N) * dffn * 4), w(size_t(dffn) * d * 4), g(size_t(dffn) * d * 4);
+  cuda::Buffer x(size_t(N) * dffn * 4), y(size_t(N) * dffn * 4), w(size_t(dffn) * d * 4), g(size_t(dffn) * d * 4),
+      bias(size_t(dffn) * 4);
   x.fill_bytes(0);
   w.fill_bytes(0);
+  bias.fill_bytes(0);
+  // bf16 copies made once: the "bf16 cached" rows time the GEMMs as the CUDA backend's operand cache runs them at
+  // best (no rounding pass); the "bf16" rows round both operands at every call.
+  cuda::Buffer x16(size_t(N) * dffn * 2), y16(size_t(N) * dffn * 2), w16(size_t(dffn) * d * 2);
+  cuda::to_bf16(x16.as<void>(), x.as<float>(), size_t(N) * dffn);
+  cuda::to_bf16(y16.as<void>(), y.as<float>(), size_t(N) * dffn);
+  cuda::to_bf16(w16.as<void>(), w.as<float>(), size_t(dffn) * d);
   struct Shape {
     const char* name;
     int IC, OC;
   } shapes[] = {{"qkv", d, 3 * d}, {"attn out", d, d}, {"ffn up", d, dffn}, {"ffn down", dffn, d}};
-  for (auto p : {cuda::Precision::fp32, cuda::Precision::bf16}) {
+  for (int mode = 0; mode < 3; mode++) {  // fp32, bf16, bf16 cached
+    const auto p = mode ? cuda::Precision::bf16 : cuda::Precision::fp32;
+    const char* label = mode == 0 ? "fp32" : mode == 1 ? "bf16" : "bf16 cached";
+    const bool pre = mode == 2;
+    const size_t lt0 = cuda::lt_gemm_count();
     double total_flop = 0, total_ms = 0;
     for (const Shape& s : shapes) {
-      const double flop = 2.0 * N * s.IC * s.OC * 3;  // forward, input gradient, weight gradient
+      const double flop = 2.0 * N * s.IC * s.OC * 3;  // forward (with its bias), input gradient, weight gradient
       const double ms = time_ms([&] {
-        cuda::matmul_forward(y.as<float>(), x.as<float>(), w.as<float>(), nullptr, N, s.IC, s.OC, p);
-        cuda::matmul_backward_input(x.as<float>(), y.as<float>(), w.as<float>(), N, s.IC, s.OC, false, p);
-        cuda::matmul_backward_weight(g.as<float>(), nullptr, y.as<float>(), x.as<float>(), N, s.IC, s.OC, p);
+        cuda::matmul_forward(y.as<float>(), x.as<float>(), w.as<float>(), bias.as<float>(), N, s.IC, s.OC, p, 0,
+                             pre ? x16.as<void>() : nullptr, pre ? w16.as<void>() : nullptr);
+        cuda::matmul_backward_input(x.as<float>(), y.as<float>(), w.as<float>(), N, s.IC, s.OC, false, p, 0,
+                                    pre ? y16.as<void>() : nullptr, pre ? w16.as<void>() : nullptr);
+        cuda::matmul_backward_weight(g.as<float>(), nullptr, y.as<float>(), x.as<float>(), N, s.IC, s.OC, p, 0,
+                                     pre ? y16.as<void>() : nullptr, pre ? x16.as<void>() : nullptr);
       });
       total_flop += flop, total_ms += ms;
-      std::printf("gemm %-4s %-9s [%d,%d]x[%d,%d] fwd+bwd %8.3f ms %7.1f TFLOP/s %5.1f%% of peak\n",
-                  p == cuda::Precision::fp32 ? "fp32" : "bf16", s.name, N, s.IC, s.IC, s.OC, ms, flop / ms / 1e9,
-                  peak > 0 ? 100 * flop / ms / 1e9 / peak : 0.0);
+      std::printf("gemm %-11s %-9s [%d,%d]x[%d,%d] fwd+bwd %8.3f ms %7.1f TFLOP/s %5.1f%% of peak\n", label, s.name, N,
+                  s.IC, s.IC, s.OC, ms, flop / ms / 1e9, peak > 0 ? 100 * flop / ms / 1e9 / peak : 0.0);
     }
-    std::printf("gemm %-4s all four: %7.1f TFLOP/s, %5.1f%% of the bf16 peak (the block's GEMMs alone)\n",
-                p == cuda::Precision::fp32 ? "fp32" : "bf16", total_flop / total_ms / 1e9,
-                peak > 0 ? 100 * total_flop / total_ms / 1e9 / peak : 0.0);
+    std::printf("gemm %-11s all four: %7.1f TFLOP/s, %5.1f%% of the bf16 peak (the block's GEMMs alone)%s\n", label,
+                total_flop / total_ms / 1e9, peak > 0 ? 100 * total_flop / total_ms / 1e9 / peak : 0.0,
+                mode && cuda::lt_gemm_count() == lt0 ? "; cuBLASLt offered no algorithm: cublasGemmEx" : "");
   }
   // Attention: unfused keeps probs [B,H,T,T]; fused keeps lse [B,H,T].
   const size_t probs = size_t(B) * H * T * T;

@@ -35,6 +35,9 @@ class Backend {
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;           // within the backend
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() = 0;
+  // Memory at p is written other than through this backend's ops (an NCCL receive, posted or done): a backend
+  // that keeps copies derived from its memory (the CUDA backend's bf16 GEMM operands) drops those of the range.
+  virtual void written(const void* p, size_t bytes) { (void)p, (void)bytes; }
 
   // ---- model ops (shapes and contracts as in backend/ops.hpp) ----
   virtual void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) = 0;

@@ -35,10 +35,9 @@ void PipelineExecutor::post_recv(const Action& a, int MB, int T) {
   Model& m = *chunks_[a.chunk];
   const int vs = a.chunk * spec_.P + stage_;
   const size_t n = size_t(MB) * T * m.cfg.d_model;
-  if (a.op == Op::recv_act)
-    l.recv = tr_.irecv(m.input(l.slot), n, a.peer, tag(a.mb, vs, false));
-  else
-    l.recv = tr_.irecv(m.output_grad(l.slot), n, a.peer, tag(a.mb, vs, true));
+  float* buf = a.op == Op::recv_act ? m.input(l.slot) : m.output_grad(l.slot);
+  m.backend().written(buf, n * sizeof(float));
+  l.recv = tr_.irecv(buf, n, a.peer, tag(a.mb, vs, a.op != Op::recv_act));
 }
 
 void PipelineExecutor::wait_recv(Live& l) {
@@ -165,6 +164,7 @@ double PipelineExecutor::eval_step(const MicroBatchSource& src, int M, int MB, i
       const int vs = c * spec_.P + stage_;
       Live& l = live(mb, c, MB, T);
       if (vs > 0) {
+        m.backend().written(m.input(l.slot), size_t(N) * m.cfg.d_model * sizeof(float));
         l.recv = tr_.irecv(m.input(l.slot), N * m.cfg.d_model, (vs - 1) % spec_.P, tag(mb, vs, false));
         wait_recv(l);
       }

@@ -484,6 +484,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       for (auto& ch : chunks) {
         if (D > 1 && nccl_sum) {
           nccl_sum(ch->dgrad_acc(), ch->grads.size());
+          ch->backend().written(ch->dgrad_acc(), ch->grads.size() * sizeof(double));
         } else if (D > 1) {  // float64 sums over replicas, through host memory on a GPU
           ch->pull_grad_acc();
           allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);

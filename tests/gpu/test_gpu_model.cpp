@@ -6,6 +6,8 @@
 // kernel (log-sum-exp only), so this also checks that the two attention paths train the same model. The
 // unfused GPU attention (cuBLAS, probabilities kept): loss 1e-5 relative, gradients within 1e-4 of the model's
 // largest gradient, bf16 (TF32 attention) loss within 2%.
+// The bf16 backend's cache of rounded GEMM operands gives the same bits as rounding every time, over steps
+// with optimizer updates in between, fused and deferred W passes, and two micro-batches in flight.
 // Without a CUDA device the suite reports itself skipped (exit 77) with the reason.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE gpu_model
@@ -132,6 +134,56 @@ BOOST_DATA_TEST_CASE(model_on_gpu_matches_cpu, bdata::make({"post", "res_post", 
   BOOST_TEST(std::fabs(lb - lc) / std::fabs(lc) < 2e-2, norm << ": bf16 loss " << lb << " vs fp32 " << lc);
   BOOST_TEST_MESSAGE(norm << ": loss cpu " << lc << " gpu " << lg << " bf16 " << lb << "; gradients " << worst
                           << " of max; split W " << split);
+}
+
+// The bf16 operand cache (backend.cu): bitwise the results of rounding every operand at every GEMM, and fewer
+// values rounded. Post-norm feeds x itself to the first GEMM of each sub-layer, pre-norm LN(x).
+BOOST_DATA_TEST_CASE(bf16_operand_cache_gives_the_same_bits, bdata::make({"post", "pre"}), norm) {
+  const ModelConfig mc = small(norm);
+  const int B = 2, T = 32;
+  setenv("STRATA_CUDA_OPERAND_CACHE", "0", 1);
+  auto plain = make_cuda_backend(0, Precision::bf16);
+  unsetenv("STRATA_CUDA_OPERAND_CACHE");
+  auto cached = make_cuda_backend(0, Precision::bf16);
+  size_t rounded[2] = {0, 0};
+  std::vector<double> losses[2];
+  std::vector<std::vector<float>> grads[2], params[2];
+  int k = 0;
+  for (Backend* be : {plain.get(), cached.get()}) {
+    Model m(mc, {}, be);
+    m.init(5);
+    const size_t n = m.params.size();
+    Array<float> mom(*be, n), vel(*be, n);
+    const size_t r0 = cuda::bf16_rounded_count();
+    for (int step = 1; step <= 4; step++) {
+      // Two micro-batches in flight, the second's backward first; W deferred on even steps (zb-h1).
+      const bool defer = step % 2 == 0;
+      m.zero_grad();
+      const Batch b1 = batch(B, T, mc.vocab, 100 + step), b2 = batch(B, T, mc.vocab, 200 + step);
+      const int s1 = m.acquire(B, T), s2 = m.acquire(B, T);
+      losses[k].push_back(m.forward_slot(s1, b1.x.data(), b1.y.data()));
+      losses[k].push_back(m.forward_slot(s2, b2.x.data(), b2.y.data()));
+      m.backward_input(s2, 1.0f / float(2 * B * T), defer);
+      m.backward_input(s1, 1.0f / float(2 * B * T), defer);
+      if (defer) m.backward_weight(s1), m.backward_weight(s2);
+      m.release(s1), m.release(s2);
+      m.pull_grads();
+      grads[k].push_back(m.grads);
+      be->adamw_update(m.dparams(), mom.data(), vel.data(), m.dgrads(), n, {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step},
+                       true);
+      m.pull_params();
+      params[k].push_back(m.params);
+    }
+    rounded[k++] = cuda::bf16_rounded_count() - r0;
+  }
+  BOOST_TEST(losses[0] == losses[1], norm << ": losses with and without the cache");
+  for (size_t i = 0; i < grads[0].size(); i++) {
+    BOOST_TEST((grads[0][i] == grads[1][i]), norm << ": gradients of step " << i + 1);
+    BOOST_TEST((params[0][i] == params[1][i]), norm << ": parameters after step " << i + 1);
+  }
+  BOOST_TEST(rounded[1] < rounded[0] * 3 / 4, norm << ": values rounded to bf16: " << rounded[1] << " cached, "
+                                                    << rounded[0] << " without");
+  BOOST_TEST_MESSAGE(norm << ": bf16 roundings " << rounded[1] << " with the cache, " << rounded[0] << " without");
 }
 
 // A stage of a pipeline on the GPU: the first half's output fed to the second half gives the whole model's loss.

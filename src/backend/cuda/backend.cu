@@ -5,8 +5,19 @@
 // a small device double scratch and are downloaded (the host waits for the stream there). Transfers from and
 // to the host wait for the stream, so host buffers may be pageable and reused as soon as the call returns.
 // Every op runs on the device current on the calling thread: make_cuda_backend sets it.
+//
+// In bf16 mode the backend keeps the bf16 copy of every GEMM operand it rounds (weights, layer inputs, output
+// gradients), keyed by the fp32 buffer's address, and reuses it while that buffer is unchanged: a weight is
+// rounded once per optimizer step instead of twice per micro-batch, a layer input once for its forward and
+// weight-gradient GEMMs, an output gradient once for its two backward GEMMs. Every op drops the copies that
+// overlap what it writes (and alloc, release, upload, copy, zero, and written() for writes from outside, an NCCL
+// receive); a copy is only ever to_bf16 of the current values, so results are the same bits as without it.
+// Costs device memory: half the bytes of each distinct operand buffer. STRATA_CUDA_OPERAND_CACHE=0 turns it off.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,11 +49,14 @@ class CudaBackend final : public Backend {
  public:
   // The device is set before the stream (a member after name_) is created on it.
   CudaBackend(int device, Precision precision, bool fused_attention)
-      : precision_(precision), fused_(fused_attention), name_(select(device)) {}
-  // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) is freed in stream order after its
-  // last use; ~Stream then waits for the stream, except while an error unwinds (a peer gone, work queued behind
-  // a transfer that never comes: the process is about to end).
-  ~CudaBackend() override { cuda::scratch_release(stream_.s); }
+      : precision_(precision), fused_(fused_attention), name_(select(device)), memo_(operand_cache_enabled()) {}
+  // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
+  // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
+  // gone, work queued behind a transfer that never comes: the process is about to end).
+  ~CudaBackend() override {
+    for (auto& [p, c] : copies_) cudaFreeAsync(c.p, s());
+    cuda::scratch_release(stream_.s);
+  }
 
   std::string name() const override { return name_; }
   bool host_memory() const override { return false; }
@@ -56,6 +70,7 @@ class CudaBackend final : public Backend {
     // for an NCCL receive posted ahead while its peer waits for this rank (cudaMalloc/cudaFree may).
     void* p = nullptr;
     cudaError_t e = cudaMallocAsync(&p, bytes, s());
+    if (e == cudaSuccess) allocs_[p] = bytes, wrote_bytes(p, bytes);
     STRATA_CHECK(e == cudaSuccess, "cuda backend (", name_, "): cudaMallocAsync of ", bytes,
                  " bytes: ", cudaGetErrorString(e));
     e = cudaMemsetAsync(p, 0, bytes, s());
@@ -68,10 +83,15 @@ class CudaBackend final : public Backend {
     return p;
   }
   void release(void* p) noexcept override {
-    if (p) cudaFreeAsync(p, s());  // after the work queued on the stream so far; errors ignored here
+    if (!p) return;
+    auto a = allocs_.find(p);
+    if (a != allocs_.end()) drop(p, a->second), allocs_.erase(a);
+    cudaFreeAsync(p, s());  // after the work queued on the stream so far; errors ignored here
   }
+  void written(const void* p, size_t bytes) override { wrote_bytes(p, bytes); }
   void upload(void* dst, const void* host_src, size_t bytes) override {
     if (!bytes) return;
+    wrote_bytes(dst, bytes);
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s()));
     STRATA_CUDA_CHECK(cudaStreamSynchronize(s()));
   }
@@ -82,36 +102,51 @@ class CudaBackend final : public Backend {
   }
   void copy(void* dst, const void* src, size_t bytes) override {
     if (!bytes || dst == src) return;
+    wrote_bytes(dst, bytes);
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s()));
   }
   void zero(void* p, size_t bytes) override {
     if (!bytes) return;
+    wrote_bytes(p, bytes);
     STRATA_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, s()));
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(s())); }
 
   // ---- model ops ----
   void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) override {
-    cuda::matmul_forward(out, in, w, b, N, IC, OC, precision_, s());
+    if (N <= 0) return;
+    wrote(out, size_t(N) * OC);
+    cuda::matmul_forward(out, in, w, b, N, IC, OC, precision_, s(), bf16_of(in, size_t(N) * IC),
+                         bf16_of(w, size_t(IC) * OC));
   }
   void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC,
                              bool accumulate) override {
-    cuda::matmul_backward_input(din, dout, w, N, IC, OC, accumulate, precision_, s());
+    if (N <= 0) return;
+    wrote(din, size_t(N) * IC);
+    cuda::matmul_backward_input(din, dout, w, N, IC, OC, accumulate, precision_, s(), bf16_of(dout, size_t(N) * OC),
+                                bf16_of(w, size_t(IC) * OC));
   }
   void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC,
                               int OC) override {
-    cuda::matmul_backward_weight(dw, db, dout, in, N, IC, OC, precision_, s());
+    if (N <= 0) return;
+    wrote(dw, size_t(IC) * OC), wrote(db, size_t(OC));
+    cuda::matmul_backward_weight(dw, db, dout, in, N, IC, OC, precision_, s(), bf16_of(dout, size_t(N) * OC),
+                                 bf16_of(in, size_t(N) * IC));
   }
   void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
                          int N, int C, double eps) override {
+    wrote(out, size_t(N) * C), wrote(mean, size_t(N)), wrote(rstd, size_t(N));
     cuda::layernorm_forward(out, mean, rstd, in, gain, bias, N, C, eps, s());
   }
   void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in,
                           const float* gain, const float* mean, const float* rstd, int N, int C,
                           bool accumulate) override {
+    wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
     cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s());
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
+    const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
+    wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
     if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
@@ -122,6 +157,7 @@ class CudaBackend final : public Backend {
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
+    wrote(dqkv, size_t(std::max(B, 0)) * std::max(T, 0) * 3 * C);
     if (!fused_) {
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
@@ -131,38 +167,55 @@ class CudaBackend final : public Backend {
     cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
+    wrote(out, n);
     cuda::activation_forward(out, in, n, a, s());
   }
   void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) override {
+    wrote(din, n);
     cuda::activation_backward(din, dout, in, n, a, s());
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) override {
+    wrote(losses, size_t(std::max(N, 0)));
     cuda::crossentropy_forward(losses, logits, targets, N, V, s());
   }
   void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V,
                              float scale) override {
+    wrote(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));
     cuda::crossentropy_backward(dlogits, logits, targets, N, V, scale, s());
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {
+    wrote(out, size_t(std::max(B, 0)) * std::max(T, 0) * C);
     cuda::embedding_forward(out, tokens, wte, wpe, B, T, C, s());
   }
   void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                           int C) override {
+    // dwte's extent (the vocabulary) is not an argument here: stale up to the end of its allocation.
+    wrote_to_block_end(dwte);
+    wrote(dwpe, size_t(std::max(T, 0)) * C);
     cuda::embedding_backward(dwte, dwpe, dout, tokens, B, T, C, s());
   }
   void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n) override {
+    wrote(out, n);
     cuda::residual_forward(out, x, alpha, g, n, s());
   }
   void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate) override {
+    wrote(out, n);
     cuda::scale_copy(out, in, alpha, n, accumulate, s());
   }
 
   // ---- gradients and optimizer ----
-  void fold(double* acc, float* g, size_t n) override { cuda::fold(acc, g, n, s()); }
-  void unfold(float* g, const double* acc, size_t n) override { cuda::unfold(g, acc, n, s()); }
+  void fold(double* acc, float* g, size_t n) override {
+    wrote_bytes(acc, n * sizeof(double)), wrote(g, n);
+    cuda::fold(acc, g, n, s());
+  }
+  void unfold(float* g, const double* acc, size_t n) override {
+    wrote(g, n);
+    cuda::unfold(g, acc, n, s());
+  }
   void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const cpu::AdamWParams& hp,
                     bool decay) override {
+    wrote(p, n), wrote(m, n), wrote(v, n);
     cuda::adamw_update(p, m, v, g, n, hp, decay, s());
   }
 
@@ -238,10 +291,80 @@ class CudaBackend final : public Backend {
     return v;
   }
 
+  // ---- the bf16 copies of GEMM operands (see the top of this file) ----
+  static bool operand_cache_enabled() {
+    const char* e = std::getenv("STRATA_CUDA_OPERAND_CACHE");
+    return !(e && std::strcmp(e, "0") == 0);
+  }
+  struct Copy {
+    void* p = nullptr;  // n bf16 values (capacity cap), stream-ordered memory
+    size_t n = 0, cap = 0;
+    bool valid = false;
+  };
+  // The bf16 copy of x[0, n), rounded now unless a valid one is kept; null where there is none to give (fp32,
+  // or the cache off: matmul rounds into its scratch).
+  const void* bf16_of(const float* x, size_t n) {
+    if (precision_ != Precision::bf16 || !memo_ || !x || !n || !allocated(x, n)) return nullptr;
+    Copy& c = copies_[x];
+    if (c.valid && c.n == n) return c.p;
+    if (c.cap < n) {
+      if (c.p) STRATA_CUDA_CHECK(cudaFreeAsync(c.p, s()));
+      c.p = nullptr, c.cap = 0;
+      STRATA_CUDA_CHECK(cudaMallocAsync(&c.p, n * 2, s()));
+      c.cap = n;
+    }
+    cuda::to_bf16(c.p, x, n, s());
+    c.n = n, c.valid = true;
+    longest_ = std::max(longest_, n * sizeof(float));
+    return c.p;
+  }
+  // Copies overlapping [p, p + bytes) are stale: marked so (their memory kept for the next rounding).
+  void wrote_bytes(const void* p, size_t bytes) {
+    if (copies_.empty() || !p || !bytes) return;
+    const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+    // A copy starting more than `longest_` bytes below lo cannot reach it.
+    auto it = copies_.lower_bound(reinterpret_cast<const float*>(lo - std::min<uintptr_t>(lo, longest_)));
+    for (; it != copies_.end() && reinterpret_cast<uintptr_t>(it->first) < hi; ++it)
+      if (reinterpret_cast<uintptr_t>(it->first + it->second.n) > lo) it->second.valid = false;
+  }
+  void wrote(const float* p, size_t n) { wrote_bytes(p, n * sizeof(float)); }  // n floats at p
+  void wrote_to_block_end(const void* p) {
+    if (copies_.empty() || !p) return;
+    auto it = allocs_.upper_bound(p);
+    if (it != allocs_.begin()) {
+      --it;
+      const auto a = reinterpret_cast<uintptr_t>(it->first), x = reinterpret_cast<uintptr_t>(p);
+      if (x < a + it->second) return wrote_bytes(p, a + it->second - x);
+    }
+    for (auto& [x, c] : copies_) c.valid = false;  // not this backend's memory: every copy is stale
+  }
+  // The allocation [p, p + bytes) goes: the copies of operands inside it are freed with it.
+  void drop(const void* p, size_t bytes) {
+    const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+    for (auto it = copies_.lower_bound(static_cast<const float*>(p));
+         it != copies_.end() && reinterpret_cast<uintptr_t>(it->first) < hi;) {
+      if (it->second.p) cudaFreeAsync(it->second.p, s());
+      it = copies_.erase(it);
+    }
+  }
+  // Whether [x, x + n) lies in one block from alloc(): only those are cached (other memory may be freed and
+  // its address reused without this backend seeing it).
+  bool allocated(const float* x, size_t n) const {
+    auto it = allocs_.upper_bound(x);
+    if (it == allocs_.begin()) return false;
+    --it;
+    const auto a = reinterpret_cast<uintptr_t>(it->first), b = reinterpret_cast<uintptr_t>(x);
+    return b + n * sizeof(float) <= a + it->second;
+  }
+
   Precision precision_;
   bool fused_;
   std::string name_;
   Stream stream_;
+  bool memo_;
+  std::map<const float*, Copy> copies_;  // by the fp32 operand's address
+  size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
+  std::map<const void*, size_t> allocs_;  // alloc()'s blocks (start → bytes)
 };
 
 }  // namespace

@@ -2,14 +2,18 @@
 // Scratch is per host thread and per stream, reused in that stream's order. The handle belongs to the device
 // current at this thread's first GEMM: set the device before any op.
 #pragma once
+#include <cublasLt.h>
+
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/ops.hpp"
 
 namespace strata::cuda {
 
 cublasHandle_t blas(cudaStream_t s);  // this thread's handle, bound to stream s, fp32 math (no TF32)
+cublasLtHandle_t blas_lt();            // this thread's cuBLASLt handle (the bf16 GEMMs)
 // Scratch buffer `which` (0, 1 bf16 GEMM operands; 2 column sums, attention dP; 3 reduction partials; 4 attention
-// D, entropy rows; 5–7 the CUDA backend's reduction slots and recomputed attention) of stream s, at least `bytes`, grown (never shrunk) as needed.
+// D, entropy rows; 5–7 the CUDA backend's reduction slots and recomputed attention; 8 the cuBLASLt workspace) of
+// stream s, at least `bytes`, grown (never shrunk) as needed.
 void* scratch(int which, size_t bytes, cudaStream_t s);
 void scratch_release(cudaStream_t s);  // frees stream s's scratch in stream order (before destroying s)
 

@@ -44,17 +44,28 @@ class Buffer {
   size_t n_ = 0;
 };
 
-// ---- matmul.cu (cuBLAS; one handle per thread) ----
+// ---- matmul.cu (cuBLAS and, for bf16, cuBLASLt; one handle of each per thread) ----
 using strata::Precision;  // backend.hpp's: bf16 = inputs rounded to bfloat16, products accumulated in fp32
+// In bf16, the trailing pointers may give bf16 copies of the fp32 operands (to_bf16 of the same values) that
+// the caller already holds; null ones are rounded into scratch on the stream. fp32 ignores them.
 // out[N,OC] = in[N,IC] · w[IC,OC] + b[OC]   (b may be null)
 void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC,
-                    Precision p = Precision::fp32, cudaStream_t s = 0);
+                    Precision p = Precision::fp32, cudaStream_t s = 0, const void* in16 = nullptr,
+                    const void* w16 = nullptr);
 // din[N,IC] = (or +=) dout[N,OC] · wᵀ
 void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC, bool accumulate,
-                           Precision p = Precision::fp32, cudaStream_t s = 0);
+                           Precision p = Precision::fp32, cudaStream_t s = 0, const void* dout16 = nullptr,
+                           const void* w16 = nullptr);
 // dw[IC,OC] += inᵀ · dout ; db[OC] += Σ_rows dout (db may be null)
 void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC, int OC,
-                            Precision p = Precision::fp32, cudaStream_t s = 0);
+                            Precision p = Precision::fp32, cudaStream_t s = 0, const void* dout16 = nullptr,
+                            const void* in16 = nullptr);
+// out[n] (bfloat16, round to nearest even) = in[n]: the GEMMs' bf16 operands.
+void to_bf16(void* out, const float* in, size_t n, cudaStream_t s = 0);
+// How many bf16 GEMMs this thread has run through cuBLASLt (the rest went to cublasGemmEx), and how many fp32
+// values it has rounded to bf16 (to_bf16): tests, diagnostics.
+size_t lt_gemm_count();
+size_t bf16_rounded_count();
 
 // ---- layernorm.cu ----
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,

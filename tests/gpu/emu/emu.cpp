@@ -1,8 +1,10 @@
 // emu.cpp: the CPU side of cuda_emu.hpp: the block scheduler (one Boost.Context fiber per GPU thread), the subset of the
-// CUDA runtime and cuBLAS that src/backend/cuda calls, with the checks a GPU makes (device pointers, copy
-// directions, launch limits). Linked instead of libcudart and libcublas into the *_emu test binaries.
+// CUDA runtime, cuBLAS and cuBLASLt that src/backend/cuda calls, with the checks a GPU makes (device pointers,
+// copy directions, launch limits). Linked instead of libcudart, libcublas and libcublasLt into the *_emu test
+// binaries.
 #include "cuda_emu.hpp"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <sys/mman.h>
 
@@ -396,10 +398,11 @@ float load(const void* p, cudaDataType t, size_t i, bool round_tf32) {
 bool spans_device(const void* p, size_t elems, size_t bytes_per) {
   return p && emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<const char*>(p) + elems * bytes_per - 1);
 }
-// C[m,n] = alpha·op(A)·op(B) + beta·C, all column-major; sums in double.
+// C[m,n] = alpha·op(A)·op(B) + beta·C (+ bias[i] on row i), all column-major; sums in double.
 cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha, const void* A,
                     cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
-                    const float* beta, float* C, int ldc, long long sc, int batch, bool round_tf32) {
+                    const float* beta, float* C, int ldc, long long sc, int batch, bool round_tf32,
+                    const float* bias = nullptr) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   const int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
@@ -412,7 +415,7 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
     float* c = C + size_t(z) * sc;
     if ((k > 0 && (!spans_device(a, size_t(lda) * (acols - 1) + arows, ab) ||
                    !spans_device(b, size_t(ldb) * (bcols - 1) + brows, bb))) ||
-        !spans_device(c, size_t(ldc) * (n - 1) + m, 4)) {
+        !spans_device(c, size_t(ldc) * (n - 1) + m, 4) || (bias && !spans_device(bias, size_t(m), 4))) {
       std::fprintf(stderr, "cuda emulator: cuBLAS GEMM operand outside device memory\n");
       return CUBLAS_STATUS_INVALID_VALUE;
     }
@@ -430,23 +433,28 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
         double s = 0;
         for (int l = 0; l < k; l++) s += x[l] * y[l];
         float& out = c[size_t(j) * ldc + i];
-        out = float(*alpha * s + (*beta != 0.0f ? double(*beta) * out : 0.0));
+        out = float(*alpha * s + (*beta != 0.0f ? double(*beta) * out : 0.0) + (bias ? double(bias[i]) : 0.0));
       }
   }
+  return CUBLAS_STATUS_SUCCESS;
+}
+// The library's opaque handles and descriptors are the emulator's objects.
+template <class Opaque, class T>
+cublasStatus_t create(Opaque* out, T* object) {
+  *out = reinterpret_cast<Opaque>(object);
+  return CUBLAS_STATUS_SUCCESS;
+}
+template <class T, class Opaque>
+cublasStatus_t destroy(Opaque h) {
+  delete reinterpret_cast<T*>(h);
   return CUBLAS_STATUS_SUCCESS;
 }
 }  // namespace
 
 extern "C" {
 
-cublasStatus_t cublasCreate_v2(cublasHandle_t* h) {
-  *h = reinterpret_cast<cublasHandle_t>(new Handle);
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasDestroy_v2(cublasHandle_t h) {
-  delete reinterpret_cast<Handle*>(h);
-  return CUBLAS_STATUS_SUCCESS;
-}
+cublasStatus_t cublasCreate_v2(cublasHandle_t* h) { return create(h, new Handle); }
+cublasStatus_t cublasDestroy_v2(cublasHandle_t h) { return destroy<Handle>(h); }
 cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
   reinterpret_cast<Handle*>(h)->math = m;
@@ -491,6 +499,151 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
                                           const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
                                           int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
   return gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, sa, B, bt, ldb, sb, beta, C, ct, ldc, sc, batch, compute);
+}
+
+}  // extern "C"
+
+// ---- cuBLASLt: the descriptors src/backend/cuda sets, cublasLtMatmul through the reference GEMM ----
+// Supported: bf16 A and B, fp32 C = D (in place), fp32 compute and scale, transposes, the DEFAULT and BIAS
+// epilogues. Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
+// model cannot be ignored silently. The heuristic's policy (the emulator's, to make the callers' fallback
+// testable): no algorithm where an operand, the output or the bias is aligned to less than 16 bytes; the algorithm
+// it returns then refuses pointers aligned to less than that.
+namespace {
+constexpr uint64_t kLtMagic = 0x5354524154414c54ull;  // "STRATALT"
+struct LtDesc {
+  cublasComputeType_t compute;
+  cudaDataType scale;
+  int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+  uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  const void* bias = nullptr;
+};
+struct LtLayout {
+  cudaDataType type;
+  uint64_t rows, cols;
+  int64_t ld;
+};
+struct LtPref {
+  uint64_t workspace = 0;
+  uint32_t align[4] = {256, 256, 256, 256};  // A, B, C, D
+};
+uint32_t align_of(const void* p) {
+  uint32_t r = 1;
+  while (r < 256 && reinterpret_cast<uintptr_t>(p) % (2 * r) == 0) r *= 2;
+  return r;
+}
+// The GEMM a descriptor and its layouts describe: (m, n, k), or false where they do not fit together.
+bool lt_shape(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c, int& m, int& n, int& k) {
+  if (a.type != CUDA_R_16BF || b.type != CUDA_R_16BF || c.type != CUDA_R_32F) return false;
+  if (d.compute != CUBLAS_COMPUTE_32F || d.scale != CUDA_R_32F) return false;
+  if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && d.epilogue != CUBLASLT_EPILOGUE_BIAS) return false;
+  m = int(c.rows), n = int(c.cols);
+  k = int(d.ta == CUBLAS_OP_N ? a.cols : a.rows);
+  const uint64_t am = d.ta == CUBLAS_OP_N ? a.rows : a.cols;
+  const uint64_t bk = d.tb == CUBLAS_OP_N ? b.rows : b.cols, bn = d.tb == CUBLAS_OP_N ? b.cols : b.rows;
+  return am == uint64_t(m) && bk == uint64_t(k) && bn == uint64_t(n) && a.ld >= int64_t(a.rows) &&
+         b.ld >= int64_t(b.rows) && c.ld >= int64_t(c.rows);
+}
+template <class T>
+bool set_value(T& field, const void* buf, size_t size) {
+  if (size != sizeof(T)) return false;
+  std::memcpy(&field, buf, sizeof(T));
+  return true;
+}
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) { return create(h, new char(0)); }
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) { return destroy<char>(h); }
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute, cudaDataType_t scale) {
+  return create(d, new LtDesc{compute, scale});
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) { return destroy<LtDesc>(d); }
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
+  auto& d = *reinterpret_cast<LtDesc*>(desc);
+  bool ok = false;
+  switch (attr) {
+    case CUBLASLT_MATMUL_DESC_TRANSA: ok = set_value(d.ta, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_TRANSB: ok = set_value(d.tb, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_EPILOGUE: ok = set_value(d.epilogue, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = set_value(d.bias, buf, size); break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType type, uint64_t rows, uint64_t cols,
+                                          int64_t ld) {
+  return create(l, new LtLayout{type, rows, cols, ld});
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) { return destroy<LtLayout>(l); }
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) { return create(p, new LtPref); }
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) { return destroy<LtPref>(p); }
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t pref,
+                                                    cublasLtMatmulPreferenceAttributes_t attr, const void* buf,
+                                                    size_t size) {
+  auto& p = *reinterpret_cast<LtPref*>(pref);
+  bool ok = false;
+  switch (attr) {
+    case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: ok = set_value(p.workspace, buf, size); break;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: ok = set_value(p.align[0], buf, size); break;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: ok = set_value(p.align[1], buf, size); break;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: ok = set_value(p.align[2], buf, size); break;
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: ok = set_value(p.align[3], buf, size); break;
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+}
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t pref,
+                                              int requested, cublasLtMatmulHeuristicResult_t results[], int* count) {
+  const auto& d = *reinterpret_cast<const LtDesc*>(desc);
+  const auto& p = *reinterpret_cast<const LtPref*>(pref);
+  int m, n, k;
+  *count = 0;
+  if (requested < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  if (c != dl) return CUBLAS_STATUS_NOT_SUPPORTED;  // the emulator runs C = D in place only
+  if (!lt_shape(d, *reinterpret_cast<const LtLayout*>(a), *reinterpret_cast<const LtLayout*>(b),
+                *reinterpret_cast<const LtLayout*>(c), m, n, k))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  for (uint32_t al : p.align)
+    if (al < 16) return CUBLAS_STATUS_SUCCESS;  // no algorithm (the emulator's policy)
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (!d.bias || align_of(d.bias) < 16)) return CUBLAS_STATUS_SUCCESS;
+  results[0] = cublasLtMatmulHeuristicResult_t{};
+  results[0].algo.data[0] = kLtMagic;
+  results[0].algo.data[1] = 16;  // the alignment the algorithm needs
+  results[0].workspaceSize = 0;
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  results[0].wavesCount = 1.0f;
+  *count = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                              cublasLtMatrixLayout_t al, const void* B, cublasLtMatrixLayout_t bl, const void* beta,
+                              const void* C, cublasLtMatrixLayout_t cl, void* D, cublasLtMatrixLayout_t dl,
+                              const cublasLtMatmulAlgo_t* algo, void* workspace, size_t workspace_bytes,
+                              cudaStream_t) {
+  const auto& d = *reinterpret_cast<const LtDesc*>(desc);
+  const auto& a = *reinterpret_cast<const LtLayout*>(al);
+  const auto& b = *reinterpret_cast<const LtLayout*>(bl);
+  const auto& c = *reinterpret_cast<const LtLayout*>(cl);
+  int m, n, k;
+  if (!algo || algo->data[0] != kLtMagic) return CUBLAS_STATUS_INVALID_VALUE;  // only the heuristic's algorithms
+  if (C != D || cl != dl) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!lt_shape(d, a, b, c, m, n, k)) return CUBLAS_STATUS_INVALID_VALUE;
+  const uint32_t need = uint32_t(algo->data[1]);
+  const float* bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? static_cast<const float*>(d.bias) : nullptr;
+  if (align_of(A) < need || align_of(B) < need || align_of(D) < need || (bias && align_of(bias) < need)) {
+    std::fprintf(stderr, "cuda emulator: cublasLtMatmul operand aligned below what its algorithm needs\n");
+    return CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && !bias) return CUBLAS_STATUS_INVALID_VALUE;
+  if (workspace_bytes && !spans_device(workspace, workspace_bytes, 1)) return CUBLAS_STATUS_INVALID_VALUE;
+  return gemm(cublasOperation_t(d.ta), cublasOperation_t(d.tb), m, n, k, static_cast<const float*>(alpha), A,
+              CUDA_R_16BF, int(a.ld), 0, B, CUDA_R_16BF, int(b.ld), 0, static_cast<const float*>(beta),
+              static_cast<float*>(D), int(c.ld), 0, 1, false, bias);
 }
 
 }  // extern "C"

@@ -4,7 +4,9 @@
 # 2 steps on the CPU to a checkpoint, then 4 more from it on the CPU, on the emulated GPU in fp32 (losses within
 # 1e-4 relative of the CPU's), in bf16 (within 2% of fp32), and as 2 pipeline stages sharing the one emulated
 # GPU over the MPI transport (within 1e-4 of the CPU). Checks the trainer's GPU path (checkpoint load and push,
-# the CUDA backend's buffers, staged transfers between ranks) on a machine without a GPU.
+# the CUDA backend's buffers, staged transfers between ranks) on a machine without a GPU. bf16 on one and on two
+# stages, each with the backend's bf16 operand cache and without it (STRATA_CUDA_OPERAND_CACHE=0): the same losses
+# to the 9 digits metrics.jsonl keeps.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -30,16 +32,23 @@ run() {  # NAME ARGS...
   fi
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
-for r in cpu gpu32 gpu16 mpi2; do cp -r "$WORK/start" "$WORK/$r"; done
+for r in cpu gpu32 gpu16 gpu16plain mpi2 mpi2b16 mpi2b16plain; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
 run gpu16 "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
+STRATA_CUDA_OPERAND_CACHE=0 run gpu16plain "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
 run mpi2 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=mpi
+STAGES2="--set train.device=cuda --set train.precision=bf16 --set parallel.pipeline=2 --set parallel.transport=mpi"
+run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2
+run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2
 grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
 cmp() { "$PY" tests/gpu/compare_losses.py "$@" 3 || rc=1; }
 cmp "emulated GPU fp32 vs CPU (steps 3-6)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
 cmp "emulated GPU bf16 vs fp32 (steps 3-6)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
 cmp "2 stages on one emulated GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
+cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
+cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
+  "$WORK/mpi2b16/metrics.jsonl" 0
 exit $rc
