@@ -10,10 +10,19 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "backend/ops.hpp"
 
 namespace strata {
+
+// One kind of backend op over a profiled span (Backend::profile): its calls, the device time they took, and the
+// floating-point operations and least memory traffic their arguments imply (for TFLOP/s and GB/s).
+struct OpTime {
+  std::string op;
+  long calls = 0;
+  double ms = 0, flop = 0, bytes = 0;
+};
 
 enum class Precision { fp32, bf16 };  // bf16: GEMM inputs rounded to bfloat16, products accumulated in fp32
 Precision precision_from_name(const std::string& name);  // "fp32" | "bf16"
@@ -84,6 +93,14 @@ class Backend {
   // forward kept only the log-sum-exp.
   virtual double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) = 0;
   virtual bool all_finite(const float* x, size_t n) = 0;
+
+  // ---- device-side op timing (log.gpu_profile) ----
+  // (Re)starts timing every op from now; false where the backend cannot (the CPU's).
+  virtual bool start_profile() { return false; }
+  // Since start_profile(): one entry per op kind, always the same kinds in the same order, then "(span)": the
+  // device time from the first timed op's start to the last one's end (ops' sum / span = how busy the device
+  // was). Waits for the device.
+  virtual std::vector<OpTime> profile() { return {}; }
 };
 
 // The process's CPU backend (stateless; OpenMP threads as set by set_threads).

@@ -62,6 +62,7 @@ void config_visit(C& c, F&& f) {
   f("log", "interval", c.log.interval);
   f("log", "metrics", c.log.metrics);
   f("log", "peak_gflops", c.log.peak_gflops);
+  f("log", "gpu_profile", c.log.gpu_profile);
   f("parallel", "pipeline", c.parallel.pipeline);
   f("parallel", "data", c.parallel.data);
   f("parallel", "schedule", c.parallel.schedule);

@@ -66,6 +66,7 @@ struct LogConfig {
   int interval = 10;
   std::string metrics = "";  // JSON-lines file; empty: <checkpoint.dir>/metrics.jsonl
   double peak_gflops = 0;    // sgemm peak for MFU; 0: measured at start
+  bool gpu_profile = false;  // time every backend op on the GPU (CUDA events) after the run's first step
 };
 
 struct ParallelConfig {

@@ -27,6 +27,7 @@ bool wait_stream(cudaStream_t s, std::chrono::steady_clock::time_point t0, doubl
     cudaError_t q = cudaStreamQuery(s);
     if (q == cudaSuccess) return true;
     if (q != cudaErrorNotReady) cuda_ok(q, "cudaStreamQuery");
+    (void)cudaGetLastError();  // NotReady is not an error: leave nothing for the next launch check to find
     check();
     if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) return false;
     std::this_thread::sleep_for(std::chrono::microseconds(20));
@@ -120,7 +121,10 @@ void NcclTransport::wait(Handle h) { cuda_ok(cudaStreamWaitEvent(compute_, event
 
 bool NcclTransport::test(Handle h) {
   cudaError_t e = cudaEventQuery(events_.at(h));
-  if (e == cudaErrorNotReady) return false;
+  if (e == cudaErrorNotReady) {
+    (void)cudaGetLastError();  // not an error: clear it, or the next kernel launch's check would report it
+    return false;
+  }
   cuda_ok(e, "cudaEventQuery");
   return true;
 }

@@ -255,6 +255,38 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
   return g.make_backend(dev, precision_from_name(cfg.train.precision), cfg.train.attention != "unfused");
 }
 
+// log.gpu_profile's table for one rank: a header with the ops' device time against the span it covered, then
+// every op kind that ran, slowest first, with its share, TFLOP/s where it computes and GB/s of its least traffic.
+std::string tflops(double flop_per_s) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.3g TF/s", flop_per_s / 1e12);
+  return b;
+}
+std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const std::string& who, int64_t steps) {
+  std::vector<OpTime> ops(prof.begin(), prof.end() - (prof.empty() ? 0 : 1));
+  const double span = prof.empty() ? 0 : prof.back().ms;
+  double busy = 0;
+  for (const OpTime& o : ops) busy += o.ms;
+  std::vector<std::string> out;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "gpu profile, %s, %lld step(s): %.1f ms in ops over a %.1f ms span (%.0f%% busy), %.2f ms per step",
+                who.c_str(), static_cast<long long>(steps), busy, span, span > 0 ? 100 * busy / span : 0.0,
+                steps > 0 ? busy / double(steps) : 0.0);
+  out.push_back(line);
+  std::stable_sort(ops.begin(), ops.end(), [](const OpTime& a, const OpTime& b) { return a.ms > b.ms; });
+  for (const OpTime& o : ops) {
+    if (!o.calls) continue;
+    const double s = o.ms / 1e3;
+    std::snprintf(line, sizeof line, "  %-22s %8ld calls %10.2f ms %5.1f%% %9s %9.1f GB/s", o.op.c_str(), o.calls, o.ms,
+                  busy > 0 ? 100 * o.ms / busy : 0.0,
+                  o.flop > 0 && s > 0 ? tflops(o.flop / s).c_str() : "",
+                  s > 0 ? o.bytes / s / 1e9 : 0.0);
+    out.push_back(line);
+  }
+  return out;
+}
+
 }  // namespace
 
 double train_run(const Config& cfg, MPI_Comm world) {
@@ -459,7 +491,12 @@ double train_run(const Config& cfg, MPI_Comm world) {
   double window_s = 0;
   int window_steps = 0;
   std::vector<Array<float>> before;  // the parameters before a stats step's update, for ‖ΔW‖/‖W‖ (kept allocated)
+  // log.gpu_profile: every backend op timed on the device from the run's second step (the first warms up).
+  bool profiling = false;
+  int64_t profiled_steps = 0;  // completed (rolled-back ones not counted)
+  if (cfg.log.gpu_profile && !gpu) say("log.gpu_profile: the CPU backend has no device timing; nothing is profiled");
   while (st.step < tc.steps) {
+    if (cfg.log.gpu_profile && gpu && !profiling && st.step == first_step + 1) profiling = be->start_profile();
     const auto t0 = clock_type::now();
     if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");
     for (auto& ch : chunks) ch->zero_grad();
@@ -609,6 +646,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       topology_free(topo);
       return val_loss;
     }
+    if (profiling) profiled_steps++;
     if (tty) {
       const double el = std::chrono::duration<double>(clock_type::now() - t_start).count();
       const double frac = double(st.step - first_step) / double(tc.steps - first_step);
@@ -617,6 +655,23 @@ double train_run(const Config& cfg, MPI_Comm world) {
                   std::string(w - fill, ' ').c_str(), int(100 * double(st.step) / tc.steps),
                   static_cast<long long>(st.step), tc.steps, fmt_time(el / frac * (1 - frac)).c_str());
       std::fflush(stdout);
+    }
+  }
+  if (profiling) {  // replica 0 of each stage, as gathered to rank 0
+    const std::vector<OpTime> prof = be->profile();
+    const int K = int(prof.size());
+    std::vector<double> mine;
+    for (const OpTime& o : prof) mine.insert(mine.end(), {double(o.calls), o.ms, o.flop, o.bytes});
+    std::vector<double> all(lead ? mine.size() * topo.size : 0);
+    STRATA_MPI(MPI_Gather(mine.data(), int(mine.size()), MPI_DOUBLE, all.data(), int(mine.size()), MPI_DOUBLE, 0,
+                          topo.world));
+    for (int p = 0; lead && p < P; p++) {
+      std::vector<OpTime> theirs(prof);
+      for (int k = 0; k < K; k++) {
+        const double* x = all.data() + (size_t(p) * D * K + k) * 4;
+        theirs[k].calls = long(x[0]), theirs[k].ms = x[1], theirs[k].flop = x[2], theirs[k].bytes = x[3];
+      }
+      for (const std::string& l : profile_lines(theirs, str("stage ", p), profiled_steps)) say(l);
     }
   }
   {  // Measured per micro-batch chunk on every stage (the inputs of `strata schedule --cost-*`).

@@ -14,7 +14,8 @@
 #   5. prints tokens/s and MFU (against the GPU's dense bf16 peak) of bench-12L and of d = 1024, L = 24,
 #      T = 1024 in fp32 and bf16 with fused attention (bf16: on tensor cores), and bf16 with unfused (cuBLAS,
 #      TF32) attention
-#      (steady window: steps 11-20).
+#      (steady window: steps 11-20); d = 1024 bf16 once more without the bf16 operand cache, and 6 steps with
+#      log.gpu_profile (device time, calls, TFLOP/s and GB/s per op kind).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
 #
 # Usage: tests/gpu/check.sh [--phase all|build|tests|train|speed] [BUILD_DIR]. The phases can run as separate
@@ -145,6 +146,22 @@ for model in bench-12L d1024-L24-T1024; do
     fi
   done
 done
+if want speed; then
+  # d1024 bf16 again: without the bf16 operand cache (what it saves), and 6 steps with every op timed on the
+  # device (log.gpu_profile: where a step's time goes, per op kind, with TFLOP/s and GB/s).
+  SPEED="--config configs/bench-12L.toml --set data.train=$DATA/train.bin --set data.val=$DATA/val.bin
+    --set log.interval=10 --set train.eval_batches=0 --set train.device=cuda --set train.precision=bf16
+    --set checkpoint.at_end=false --set train.attention=fused $BIG"
+  name=speed-d1024-L24-T1024-bf16-nocache
+  if STRATA_CUDA_OPERAND_CACHE=0 train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=20; then
+    line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
+    say "d1024-L24-T1024 bf16, operand cache off: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
+  fi
+  name=profile-d1024-L24-T1024-bf16
+  if train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=6 --set log.gpu_profile=true; then
+    grep -A25 "gpu profile" "$WORK/$name.log" | grep -E "gpu profile|calls" | tee -a "$LOG"
+  fi
+fi
 cp "$WORK"/*.log "${OUT:-$WORK}/" 2>/dev/null || true
 say "gpu check: $(( $(date +%s) - t0 )) s in all, $([ $rc -eq 0 ] && echo PASS || echo FAIL)"
 exit $rc

@@ -25,6 +25,7 @@
 #include "backend/cuda/blas.cuh"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/ops.hpp"
+#include "backend/cuda/profiler.hpp"
 #include "backend/cuda/runtime.hpp"
 
 namespace strata {
@@ -76,6 +77,7 @@ class CudaBackend final : public Backend {
     e = cudaMemsetAsync(p, 0, bytes, s());
     if (e == cudaSuccess) e = cudaStreamSynchronize(s());
     if (e != cudaSuccess) {
+      allocs_.erase(p);
       cudaFreeAsync(p, s());
       fail("cuda backend: cudaMemsetAsync/cudaStreamSynchronize zeroing ", bytes, " bytes: ",
            cudaGetErrorString(e));
@@ -92,22 +94,25 @@ class CudaBackend final : public Backend {
   void upload(void* dst, const void* host_src, size_t bytes) override {
     if (!bytes) return;
     wrote_bytes(dst, bytes);
+    auto t = prof_.time(K::host_transfers, 0, double(bytes));
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, s()));
     STRATA_CUDA_CHECK(cudaStreamSynchronize(s()));
   }
   void download(void* host_dst, const void* src, size_t bytes) override {
     if (!bytes) return;
-    STRATA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s()));
-    STRATA_CUDA_CHECK(cudaStreamSynchronize(s()));
+    auto t = prof_.time(K::host_transfers, 0, double(bytes));
+    to_host(host_dst, src, bytes);
   }
   void copy(void* dst, const void* src, size_t bytes) override {
     if (!bytes || dst == src) return;
     wrote_bytes(dst, bytes);
+    auto t = prof_.time(K::copy_zero, 0, 2.0 * bytes);
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s()));
   }
   void zero(void* p, size_t bytes) override {
     if (!bytes) return;
     wrote_bytes(p, bytes);
+    auto t = prof_.time(K::copy_zero, 0, double(bytes));
     STRATA_CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, s()));
   }
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(s())); }
@@ -115,38 +120,50 @@ class CudaBackend final : public Backend {
   // ---- model ops ----
   void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) override {
     if (N <= 0) return;
+    // Operands rounded before the output is marked: were out to overlap one, its fresh copy would go stale.
+    const void *in16 = bf16_of(in, size_t(N) * IC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(out, size_t(N) * OC);
-    cuda::matmul_forward(out, in, w, b, N, IC, OC, precision_, s(), bf16_of(in, size_t(N) * IC),
-                         bf16_of(w, size_t(IC) * OC));
+    auto t = prof_.time(K::matmul_forward, 2.0 * N * IC * OC, gemm_bytes(N, IC, OC, 4.0 * N * OC + (b ? 4.0 * OC : 0)));
+    cuda::matmul_forward(out, in, w, b, N, IC, OC, precision_, s(), in16, w16);
   }
   void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC,
                              bool accumulate) override {
     if (N <= 0) return;
+    const void *dout16 = bf16_of(dout, size_t(N) * OC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(din, size_t(N) * IC);
-    cuda::matmul_backward_input(din, dout, w, N, IC, OC, accumulate, precision_, s(), bf16_of(dout, size_t(N) * OC),
-                                bf16_of(w, size_t(IC) * OC));
+    auto t = prof_.time(K::matmul_backward_input, 2.0 * N * IC * OC,
+                        gemm_bytes(N, OC, IC, (accumulate ? 8.0 : 4.0) * N * IC));
+    cuda::matmul_backward_input(din, dout, w, N, IC, OC, accumulate, precision_, s(), dout16, w16);
   }
   void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC,
                               int OC) override {
     if (N <= 0) return;
+    const void *dout16 = bf16_of(dout, size_t(N) * OC), *in16 = bf16_of(in, size_t(N) * IC);
     wrote(dw, size_t(IC) * OC), wrote(db, size_t(OC));
-    cuda::matmul_backward_weight(dw, db, dout, in, N, IC, OC, precision_, s(), bf16_of(dout, size_t(N) * OC),
-                                 bf16_of(in, size_t(N) * IC));
+    // dw read and written; the bias gradient reads dout once more (fp32)
+    auto t = prof_.time(K::matmul_backward_weight, 2.0 * N * IC * OC,
+                        operand_bytes() * (double(N) * OC + double(N) * IC) + 8.0 * IC * OC + (db ? 4.0 * N * OC : 0));
+    cuda::matmul_backward_weight(dw, db, dout, in, N, IC, OC, precision_, s(), dout16, in16);
   }
   void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
                          int N, int C, double eps) override {
     wrote(out, size_t(N) * C), wrote(mean, size_t(N)), wrote(rstd, size_t(N));
+    auto t = prof_.time(K::layernorm_forward, 0, 8.0 * N * C + 8.0 * N);
     cuda::layernorm_forward(out, mean, rstd, in, gain, bias, N, C, eps, s());
   }
   void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in,
                           const float* gain, const float* mean, const float* rstd, int N, int C,
                           bool accumulate) override {
     wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
+    auto t = prof_.time(K::layernorm_backward, 0, (accumulate ? 16.0 : 12.0) * N * C + 8.0 * N);
     cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s());
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
+    // causal: half of QKᵀ and of PV; qkv read, out (and lse or probs) written
+    auto t = prof_.time(K::attention_forward, 2.0 * BT * T * C,
+                        16.0 * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
@@ -157,7 +174,11 @@ class CudaBackend final : public Backend {
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
-    wrote(dqkv, size_t(std::max(B, 0)) * std::max(T, 0) * 3 * C);
+    const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
+    wrote(dqkv, BT * 3 * C);
+    // five causal T×T×hs products (S again, dP, dV, dQ, dK); qkv, out, dout read, dqkv written
+    auto t = prof_.time(K::attention_backward, 5.0 * BT * T * C,
+                        32.0 * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
@@ -168,24 +189,29 @@ class CudaBackend final : public Backend {
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
     wrote(out, n);
+    auto t = prof_.time(K::activation_forward, 0, 8.0 * n);
     cuda::activation_forward(out, in, n, a, s());
   }
   void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) override {
     wrote(din, n);
+    auto t = prof_.time(K::activation_backward, 0, 12.0 * n);
     cuda::activation_backward(din, dout, in, n, a, s());
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) override {
     wrote(losses, size_t(std::max(N, 0)));
+    auto t = prof_.time(K::crossentropy_forward, 0, 4.0 * N * V);
     cuda::crossentropy_forward(losses, logits, targets, N, V, s());
   }
   void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V,
                              float scale) override {
     wrote(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));
+    auto t = prof_.time(K::crossentropy_backward, 0, 8.0 * N * V);
     cuda::crossentropy_backward(dlogits, logits, targets, N, V, scale, s());
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {
     wrote(out, size_t(std::max(B, 0)) * std::max(T, 0) * C);
+    auto t = prof_.time(K::embedding_forward, 0, 12.0 * B * T * C);
     cuda::embedding_forward(out, tokens, wte, wpe, B, T, C, s());
   }
   void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
@@ -193,38 +219,46 @@ class CudaBackend final : public Backend {
     // dwte's extent (the vocabulary) is not an argument here: stale up to the end of its allocation.
     wrote_to_block_end(dwte);
     wrote(dwpe, size_t(std::max(T, 0)) * C);
+    auto t = prof_.time(K::embedding_backward, 0, 12.0 * B * T * C);
     cuda::embedding_backward(dwte, dwpe, dout, tokens, B, T, C, s());
   }
   void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n) override {
     wrote(out, n);
+    auto t = prof_.time(K::residual_forward, 0, 12.0 * n);
     cuda::residual_forward(out, x, alpha, g, n, s());
   }
   void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate) override {
     wrote(out, n);
+    auto t = prof_.time(K::scale_copy, 0, (accumulate ? 12.0 : 8.0) * n);
     cuda::scale_copy(out, in, alpha, n, accumulate, s());
   }
 
   // ---- gradients and optimizer ----
   void fold(double* acc, float* g, size_t n) override {
     wrote_bytes(acc, n * sizeof(double)), wrote(g, n);
+    auto t = prof_.time(K::fold_unfold, 0, 24.0 * n);
     cuda::fold(acc, g, n, s());
   }
   void unfold(float* g, const double* acc, size_t n) override {
     wrote(g, n);
+    auto t = prof_.time(K::fold_unfold, 0, 12.0 * n);
     cuda::unfold(g, acc, n, s());
   }
   void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const cpu::AdamWParams& hp,
                     bool decay) override {
     wrote(p, n), wrote(m, n), wrote(v, n);
+    auto t = prof_.time(K::adamw_update, 0, 28.0 * n);
     cuda::adamw_update(p, m, v, g, n, hp, decay, s());
   }
 
   // ---- reductions, on the host ----
   double sum(const float* x, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::sum(slots(1), x, n, s());
     return fetch();
   }
   double sum_squares(const float* x, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::sum_squares(slots(1), x, n, s());
     return fetch();
   }
@@ -232,10 +266,12 @@ class CudaBackend final : public Backend {
     return sum_squares(x, n);
   }
   double stats_maxabs(const float* x, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::stats_maxabs(slots(1), x, n, s());
     return fetch();
   }
   double stats_sqdiff(const float* a, const float* b, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 8.0 * n);
     cuda::stats_sqdiff(slots(1), a, b, n, s());
     return fetch();
   }
@@ -244,6 +280,7 @@ class CudaBackend final : public Backend {
   // on the host in order. Given probs (e.g. from cuda::attention_forward), they are used directly.
   double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) override {
     if (B <= 0 || T <= 0 || H <= 0) return 0.0;
+    auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
     if (probs) {
       cuda::attention_entropy(slots(1), probs, B * H * T, T, s());
       return fetch();
@@ -256,12 +293,19 @@ class CudaBackend final : public Backend {
       cuda::attention_entropy(ent + b, p, H * T, T, s());
     }
     std::vector<double> host(size_t(B), 0.0);
-    download(host.data(), ent, host.size() * sizeof(double));
+    to_host(host.data(), ent, host.size() * sizeof(double));
     double total = 0;
     for (double e : host) total += e;
     return total;
   }
+  bool start_profile() override {
+    prof_.start();
+    return true;
+  }
+  std::vector<OpTime> profile() override { return prof_.report(); }
+
   bool all_finite(const float* x, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::count_nonfinite(slots(1), x, n, s());
     return fetch() == 0.0;
   }
@@ -287,8 +331,19 @@ class CudaBackend final : public Backend {
   }
   double fetch() {  // slot 0, after the stream's work
     double v = 0;
-    download(&v, slots(1), sizeof v);
+    to_host(&v, slots(1), sizeof v);
     return v;
+  }
+  void to_host(void* host_dst, const void* src, size_t bytes) {  // download() without its profile entry
+    STRATA_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, s()));
+    STRATA_CUDA_CHECK(cudaStreamSynchronize(s()));
+  }
+
+  using K = cuda::OpKind;
+  double operand_bytes() const { return precision_ == Precision::bf16 ? 2.0 : 4.0; }
+  // A GEMM's least traffic: its [rows, inner] and [inner, cols] operands read once, plus `out` bytes of output.
+  double gemm_bytes(int rows, int inner, int cols, double out) const {
+    return operand_bytes() * (double(rows) * inner + double(inner) * cols) + out;
   }
 
   // ---- the bf16 copies of GEMM operands (see the top of this file) ----
@@ -313,7 +368,10 @@ class CudaBackend final : public Backend {
       STRATA_CUDA_CHECK(cudaMallocAsync(&c.p, n * 2, s()));
       c.cap = n;
     }
-    cuda::to_bf16(c.p, x, n, s());
+    {
+      auto t = prof_.time(K::round_to_bf16, 0, 6.0 * n);
+      cuda::to_bf16(c.p, x, n, s());
+    }
     c.n = n, c.valid = true;
     longest_ = std::max(longest_, n * sizeof(float));
     return c.p;
@@ -365,6 +423,7 @@ class CudaBackend final : public Backend {
   std::map<const float*, Copy> copies_;  // by the fp32 operand's address
   size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
   std::map<const void*, size_t> allocs_;  // alloc()'s blocks (start → bytes)
+  cuda::Profiler prof_{stream_.s};        // log.gpu_profile
 };
 
 }  // namespace

@@ -4,8 +4,10 @@
 // rounded to bfloat16 (in scratch, unless the caller passes copies it holds), then cuBLASLt with fp32
 // accumulation and an fp32 output, the forward's bias added in its epilogue (one pass over the output, not
 // two), with a 32 MiB workspace; the algorithm cuBLASLt's heuristic picks is kept per shape and alignment, so
-// one configuration always runs the same kernels (same bits). Where cuBLASLt offers no algorithm (e.g. an
-// operand aligned to less than 16 bytes), cublasGemmEx and the bias kernel do it. The bias gradient is always the
+// one configuration always runs the same kernels (same bits). The epilogue takes only a 16-byte aligned bias:
+// the heuristic is told A/B/C/D's alignment but not the bias's, and a kernel assuming it aligned faults on one
+// that is not (as PyTorch found; a parameter slice of a model whose d is not a multiple of 4), so such a bias is
+// added by the bias kernel. Where cuBLASLt offers no algorithm, cublasGemmEx and the bias kernel do the GEMM. The bias gradient is always the
 // fixed-shape two-pass column sums of colsum.cuh (deterministic).
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -136,18 +138,19 @@ struct LtPlan {
   LtObject<cublasLtMatrixLayout_t> a, b, c;
   cublasLtMatmulAlgo_t algo{};
 };
-using LtKey = std::tuple<int, int, int, int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t, uint32_t>;
+using LtKey = std::tuple<int, int, int, int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t>;
 
 #define STRATA_LT_TRY(call)                         \
   do {                                              \
     if ((call) != CUBLAS_STATUS_SUCCESS) return plan; \
   } while (0)
 
-// The plan for D = op(A)·op(B) (+ beta·C) (+ bias) in bf16 × bf16 → fp32; built once per key and thread.
+// The plan for D = op(A)·op(B) (+ beta·C) (+ bias, 16-byte aligned) in bf16 × bf16 → fp32; built once per key
+// and thread (the thread's device: one device per thread, as for blas()).
 LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc,
                 const float* bias, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
   thread_local std::map<LtKey, LtPlan> plans;
-  const LtKey key{ta, tb, m, n, k, lda, ldb, ldc, bias != nullptr, align_a, align_b, align_c, alignment(bias)};
+  const LtKey key{ta, tb, m, n, k, lda, ldb, ldc, bias != nullptr, align_a, align_b, align_c};
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
   LtPlan& plan = plans[key];
@@ -160,7 +163,7 @@ LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
   if (bias) {
     const uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
-    // The heuristic reads the bias pointer's alignment; cublasLtMatmul sets the pointer of each call.
+    // A 16-byte aligned bias (the callers' rule); cublasLtMatmul sets the pointer of each call.
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
   }
   STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.a.h, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
@@ -205,14 +208,17 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
   }
   if (!a16) a16 = bf16_copy(0, A, a_elems, s);
   if (!b16) b16 = bf16_copy(1, B, b_elems, s);
-  LtPlan& plan = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, bias, alignment(a16), alignment(b16), alignment(C));
+  const float* epilogue_bias = bias && alignment(bias) >= 16 ? bias : nullptr;
+  LtPlan& plan = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, epilogue_bias, alignment(a16), alignment(b16), alignment(C));
   if (plan.ok) {
-    STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                       sizeof bias));
+    if (epilogue_bias)
+      STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                         &epilogue_bias, sizeof epilogue_bias));
     void* ws = scratch(8, kLtWorkspace, s);
     STRATA_CUBLAS_CHECK(cublasLtMatmul(blas_lt(), plan.desc.h, &alpha, a16, plan.a.h, b16, plan.b.h, &beta, C,
                                        plan.c.h, C, plan.c.h, &plan.algo, ws, kLtWorkspace, s));
     lt_gemms++;
+    if (!epilogue_bias) bias_kernel();
     return;
   }
   STRATA_CUBLAS_CHECK(cublasGemmEx(blas(s), ta, tb, m, n, k, &alpha, a16, CUDA_R_16BF, lda, b16, CUDA_R_16BF, ldb,

@@ -10,6 +10,7 @@
 
 #include <boost/context/fiber.hpp>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -376,6 +377,44 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
+// Events: the emulator runs every call to completion before it returns, so a recorded event has happened; its
+// time is the host's steady clock at the record (elapsed times are the emulated work's CPU time).
+namespace {
+struct Event {
+  bool recorded = false;
+  bool timing = true;
+  std::chrono::steady_clock::time_point at;
+};
+}  // namespace
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
+  auto* ev = new Event;
+  ev->timing = !(flags & cudaEventDisableTiming);
+  *e = reinterpret_cast<cudaEvent_t>(ev);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, cudaEventDefault); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<Event*>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  auto* ev = reinterpret_cast<Event*>(e);
+  ev->recorded = true;
+  ev->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : record(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaEventQuery(e); }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
+  if (!x || !y || !ms) return record(cudaErrorInvalidResourceHandle);
+  if (!x->timing || !y->timing) return record(cudaErrorInvalidResourceHandle);
+  if (!x->recorded || !y->recorded) return record(cudaErrorInvalidResourceHandle);
+  *ms = std::chrono::duration<float, std::milli>(y->at - x->at).count();
+  return cudaSuccess;
+}
+
 }  // extern "C"
 
 // ---- cuBLAS: column-major reference GEMMs ----
@@ -507,8 +546,9 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
 // Supported: bf16 A and B, fp32 C = D (in place), fp32 compute and scale, transposes, the DEFAULT and BIAS
 // epilogues. Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
 // model cannot be ignored silently. The heuristic's policy (the emulator's, to make the callers' fallback
-// testable): no algorithm where an operand, the output or the bias is aligned to less than 16 bytes; the algorithm
-// it returns then refuses pointers aligned to less than that.
+// testable): no algorithm where A, B, C or D is declared aligned to less than 16 bytes. Like the real heuristic it
+// is not told the bias's alignment; the algorithm it returns needs 16-byte aligned pointers, the bias included,
+// and fails the call otherwise (where a GPU kernel would fault on a misaligned address).
 namespace {
 constexpr uint64_t kLtMagic = 0x5354524154414c54ull;  // "STRATALT"
 struct LtDesc {
@@ -610,7 +650,6 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
     return CUBLAS_STATUS_NOT_SUPPORTED;
   for (uint32_t al : p.align)
     if (al < 16) return CUBLAS_STATUS_SUCCESS;  // no algorithm (the emulator's policy)
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (!d.bias || align_of(d.bias) < 16)) return CUBLAS_STATUS_SUCCESS;
   results[0] = cublasLtMatmulHeuristicResult_t{};
   results[0].algo.data[0] = kLtMagic;
   results[0].algo.data[1] = 16;  // the alignment the algorithm needs

@@ -6,7 +6,8 @@
 # GPU over the MPI transport (within 1e-4 of the CPU). Checks the trainer's GPU path (checkpoint load and push,
 # the CUDA backend's buffers, staged transfers between ranks) on a machine without a GPU. bf16 on one and on two
 # stages, each with the backend's bf16 operand cache and without it (STRATA_CUDA_OPERAND_CACHE=0): the same losses
-# to the 9 digits metrics.jsonl keeps.
+# to the 9 digits metrics.jsonl keeps. The cached bf16 runs also time every op (log.gpu_profile): each stage's
+# table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -36,12 +37,12 @@ for r in cpu gpu32 gpu16 gpu16plain mpi2 mpi2b16 mpi2b16plain; do cp -r "$WORK/s
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
-run gpu16 "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
+run gpu16 "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 --set log.gpu_profile=true
 STRATA_CUDA_OPERAND_CACHE=0 run gpu16plain "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
 run mpi2 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=mpi
 STAGES2="--set train.device=cuda --set train.precision=bf16 --set parallel.pipeline=2 --set parallel.transport=mpi"
-run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2
+run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set log.gpu_profile=true
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2
 grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
 cmp() { "$PY" tests/gpu/compare_losses.py "$@" 3 || rc=1; }
@@ -51,4 +52,24 @@ cmp "2 stages on one emulated GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jso
 cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
   "$WORK/mpi2b16/metrics.jsonl" 0
+# The profiles: steps 4-6 (the run's first step warms up), M micro-batches, L blocks → 3·M·(4L+1) GEMMs of each
+# kind in all; a stage's forward GEMMs are its blocks' 4 per micro-batch plus the head's on the last stage.
+"$PY" - "$WORK/gpu16.log" "$WORK/mpi2b16.log" <<'EOF' || rc=1
+import re, sys
+ok = True
+for path in sys.argv[1:]:
+    text = open(path).read()
+    L = int(re.search(r"(\d+) blocks, norm", text).group(1))
+    M = int(re.search(r"(\d+) micro-batches of", text).group(1))
+    stages = re.findall(r"gpu profile, stage (\d+), (\d+) step\(s\)", text)
+    total = {}
+    for kind in ("matmul_forward", "matmul_backward_input", "matmul_backward_weight"):
+        total[kind] = sum(int(n) for n in re.findall(r"^(?:\[rank \d+\] )?\s*" + kind + r"\s+(\d+) calls", text, re.M))
+    want = 3 * M * (4 * L + 1)
+    good = len(stages) >= 1 and all(s[1] == "3" for s in stages) and all(v == want for v in total.values())
+    print(f"gpu profile in {path.split('/')[-1]}: {len(stages)} stage table(s), GEMM calls {total} (want {want} each): "
+          f"{'PASS' if good else 'FAIL'}")
+    ok &= good
+sys.exit(0 if ok else 1)
+EOF
 exit $rc
