@@ -94,6 +94,26 @@ class Backend {
   virtual double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) = 0;
   virtual bool all_finite(const float* x, size_t n) = 0;
 
+  // ---- deferred statistics: the same values, added on the host at the next stats_flush() ----
+  // *dst += value / divisor (maxabs: *dst = max(*dst, value)), applied in call order at stats_flush(), so the
+  // host sums are the ones the immediate calls give, bit for bit. A GPU backend reduces into device slots and
+  // downloads them all at once: one wait per flush instead of one per statistic. dst must stay valid until then.
+  // These defaults apply at once (the CPU's).
+  virtual void stats_sumsq_to(double* dst, const float* x, size_t n, double divisor = 1.0) {
+    *dst += stats_sumsq(x, n) / divisor;
+  }
+  virtual void stats_maxabs_to(double* dst, const float* x, size_t n) {
+    const double v = stats_maxabs(x, n);
+    if (v > *dst) *dst = v;
+  }
+  virtual void stats_sqdiff_to(double* dst, const float* a, const float* b, size_t n) {
+    *dst += stats_sqdiff(a, b, n);
+  }
+  virtual void attention_entropy_to(double* dst, const float* probs, const float* qkv, int B, int T, int C, int H) {
+    *dst += attention_entropy(probs, qkv, B, T, C, H);
+  }
+  virtual void stats_flush() {}
+
   // ---- device-side op timing (log.gpu_profile) ----
   // (Re)starts timing every op from now; false where the backend cannot (the CPU's).
   virtual bool start_profile() { return false; }

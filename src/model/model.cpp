@@ -205,20 +205,21 @@ void Model::add_forward_stats(int k, bool attn, const NormFlags& nf, const SubAc
   BlockStats& st = stats[k];
   const size_t Nd = size_t(B) * T * cfg.d_model, Nm = size_t(B) * T * (attn ? 3 * cfg.d_model : cfg.d_ffn);
   const int j = attn ? 0 : 1;
-  const double fsq = be_->stats_sumsq(a.f, Nd);  // F's output: the branch, and LN_branch's input
-  st.branch_sq[j] += fsq;
-  if (nf.ln_in) st.norm_in_sq[j][0] += be_->stats_sumsq(a.x, Nd);
-  if (nf.ln_branch) st.norm_in_sq[j][1] += fsq;
-  if (nf.ln_sum) st.norm_in_sq[j][2] += be_->stats_sumsq(a.s, Nd);
-  double m = std::max({be_->stats_maxabs(a.m1, Nm), be_->stats_maxabs(a.mid, attn ? Nd : Nm), be_->stats_maxabs(a.f, Nd),
-                       be_->stats_maxabs(a.y, Nd)});
-  st.max_abs = std::max(st.max_abs, m);
+  // Deferred (Backend::stats_*_to): added to st at the forward's stats_flush(), in this order.
+  be_->stats_sumsq_to(&st.branch_sq[j], a.f, Nd);  // F's output: the branch, and LN_branch's input
+  if (nf.ln_in) be_->stats_sumsq_to(&st.norm_in_sq[j][0], a.x, Nd);
+  if (nf.ln_branch) be_->stats_sumsq_to(&st.norm_in_sq[j][1], a.f, Nd);
+  if (nf.ln_sum) be_->stats_sumsq_to(&st.norm_in_sq[j][2], a.s, Nd);
+  be_->stats_maxabs_to(&st.max_abs, a.m1, Nm);
+  be_->stats_maxabs_to(&st.max_abs, a.mid, attn ? Nd : Nm);
+  be_->stats_maxabs_to(&st.max_abs, a.f, Nd);
+  be_->stats_maxabs_to(&st.max_abs, a.y, Nd);
   if (attn) {
     const int H = cfg.heads;
-    st.entropy += be_->attention_entropy(a.probs, a.m1, B, T, cfg.d_model, H);
+    be_->attention_entropy_to(&st.entropy, a.probs, a.m1, B, T, cfg.d_model, H);
     st.rows += double(B) * H * T;
   } else {
-    st.resid_sq += be_->stats_sumsq(a.y, Nd);
+    be_->stats_sumsq_to(&st.resid_sq, a.y, Nd);
     st.elems += double(Nd);
   }
 }
@@ -329,6 +330,7 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
       if (on_sublayer) on_sublayer();
     }
   }
+  if (collect_stats) be_->stats_flush();  // stats are complete when forward_slot returns
   if (!range.head) return 0.0;
   const float* xf = x;
   if (has_final_norm(cfg)) {
@@ -374,7 +376,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     SubGrad g = grad_view(o);
     NormFlags nf = norm_flags(cfg, l);
     float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
-    if (collect_stats && !attn) stats[i / 2].resid_grad_sq += be_->stats_sumsq(dcur, size_t(N) * d);  // ∂loss/∂(block output)
+    if (collect_stats && !attn) be_->stats_sumsq_to(&stats[i / 2].resid_grad_sq, dcur, size_t(N) * d);  // ∂loss/∂(block output)
     const SubActs& a = s.acts[i];
     if (defer) {  // the W pass reads ∂/∂f and ∂/∂m1 later: they go to the slot's own buffers
       s.wdf.resize(2 * nblocks());
@@ -389,6 +391,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     dcur = dnext;
     if (on_sublayer) on_sublayer();
   }
+  if (collect_stats) be_->stats_flush();
   if (range.embedding && !defer)
     be_->embedding_backward(dgrad(layout.tok_embedding), dgrad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
   s.pending_w = defer;

@@ -151,13 +151,14 @@ std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
       if (t->block < 0) continue;
       const int k = t->block - m.range.first, j = t->name.find("/attn/") != std::string::npos ? 0 : 1;
       const size_t o = t->offset - m.slice_begin;
-      gsq[2 * k + j] += be.stats_sumsq(m.dgrads() + o, t->size) / (grad_scale * grad_scale);
-      wsq[2 * k + j] += be.stats_sumsq(m.dparams() + o, t->size);
+      be.stats_sumsq_to(&gsq[2 * k + j], m.dgrads() + o, t->size, grad_scale * grad_scale);
+      be.stats_sumsq_to(&wsq[2 * k + j], m.dparams() + o, t->size);
       if (!before.empty()) {
-        dsq[2 * k + j] += be.stats_sqdiff(m.dparams() + o, before[c].data() + o, t->size);
-        bsq[2 * k + j] += be.stats_sumsq(before[c].data() + o, t->size);
+        be.stats_sqdiff_to(&dsq[2 * k + j], m.dparams() + o, before[c].data() + o, t->size);
+        be.stats_sumsq_to(&bsq[2 * k + j], before[c].data() + o, t->size);
       }
     }
+    be.stats_flush();  // one wait for the device, not four per tensor
     const double nan = std::nan("");
     for (int k = 0; k < nb; k++) {
       const int l = m.range.first + k;

@@ -542,3 +542,35 @@ BOOST_AUTO_TEST_CASE(cuda_backend_against_cpu_backend) {
                                                                : "backend bf16 matmul_forward");
   }
 }
+
+// Deferred statistics (Backend::stats_*_to): after stats_flush(), the same bits as the immediate calls applied in
+// the same order, several into one destination, groups of entropy rows, and more values than the backend's
+// device slots (it flushes when they run out).
+BOOST_AUTO_TEST_CASE(deferred_statistics_equal_immediate) {
+  auto be_ = make_cuda_backend(0, Precision::fp32);
+  Backend& be = *be_;
+  const int B = 3, T = 20, C = 32, H = 2;
+  Vec xa = rnd(1000, 2.0f), xb = rnd(777, 3.0f), qkv = rnd(size_t(B) * T * 3 * C);
+  auto a = put(be, xa), b = put(be, xb), q = put(be, qkv);
+  std::vector<double> want(5, 0.25), got(5, 0.25);
+  for (int rep = 0; rep < 1500; rep++) {  // 1500 × 3 slots + entropy rows: more than the 4096 device slots
+    const size_t n = 500 + rep % 200;
+    want[0] += be.stats_sumsq(a.data(), n) / 7.5;
+    want[1] += be.stats_sqdiff(a.data(), b.data(), 700);
+    const double m = be.stats_maxabs(b.data() + rep % 50, n % 700);
+    if (m > want[2]) want[2] = m;
+    be.stats_sumsq_to(&got[0], a.data(), n, 7.5);
+    be.stats_sqdiff_to(&got[1], a.data(), b.data(), 700);
+    be.stats_maxabs_to(&got[2], b.data() + rep % 50, n % 700);
+    if (rep % 100 == 0) {
+      want[3] += be.attention_entropy(nullptr, q.data(), B, T, C, H);
+      be.attention_entropy_to(&got[3], nullptr, q.data(), B, T, C, H);
+    }
+  }
+  want[4] += be.stats_sumsq(b.data(), 777);
+  be.stats_sumsq_to(&got[4], b.data(), 777);
+  be.stats_flush();
+  for (int i = 0; i < 5; i++) BOOST_TEST(got[i] == want[i], "deferred statistic " << i << ": " << got[i] << " vs " << want[i]);
+  be.stats_flush();  // nothing pending: no change
+  BOOST_TEST(got[4] == want[4]);
+}

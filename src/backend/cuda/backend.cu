@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   // gone, work queued behind a transfer that never comes: the process is about to end).
   ~CudaBackend() override {
     for (auto& [p, c] : copies_) cudaFreeAsync(c.p, s());
+    if (defer_slots_) cudaFreeAsync(defer_slots_, s());
     cuda::scratch_release(stream_.s);
   }
 
@@ -286,18 +287,53 @@ class CudaBackend final : public Backend {
       return fetch();
     }
     double* ent = slots(size_t(B));
-    auto* out = static_cast<float*>(cuda::scratch(6, size_t(T) * C * sizeof(float), s()));
-    auto* p = static_cast<float*>(cuda::scratch(7, size_t(H) * T * T * sizeof(float), s()));
-    for (int b = 0; b < B; b++) {
-      cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
-      cuda::attention_entropy(ent + b, p, H * T, T, s());
-    }
+    entropy_rows(ent, qkv, B, T, C, H);
     std::vector<double> host(size_t(B), 0.0);
     to_host(host.data(), ent, host.size() * sizeof(double));
     double total = 0;
     for (double e : host) total += e;
     return total;
   }
+  // ---- deferred statistics: each into its own device double, all downloaded at stats_flush() ----
+  void stats_sumsq_to(double* dst, const float* x, size_t n, double divisor) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
+    cuda::sum_squares(defer(dst, Deferred::add, divisor, 1), x, n, s());
+  }
+  void stats_maxabs_to(double* dst, const float* x, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 4.0 * n);
+    cuda::stats_maxabs(defer(dst, Deferred::max, 1.0, 1), x, n, s());
+  }
+  void stats_sqdiff_to(double* dst, const float* a, const float* b, size_t n) override {
+    auto t = prof_.time(K::reductions, 0, 8.0 * n);
+    cuda::stats_sqdiff(defer(dst, Deferred::add, 1.0, 1), a, b, n, s());
+  }
+  void attention_entropy_to(double* dst, const float* probs, const float* qkv, int B, int T, int C,
+                            int H) override {
+    if (B <= 0 || T <= 0 || H <= 0) return;
+    const int rows = probs ? 1 : B;
+    if (rows > kDeferSlots) return Backend::attention_entropy_to(dst, probs, qkv, B, T, C, H);
+    auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
+    double* ent = defer(dst, Deferred::add, 1.0, rows);
+    if (probs) return cuda::attention_entropy(ent, probs, B * H * T, T, s());
+    entropy_rows(ent, qkv, B, T, C, H);
+  }
+  void stats_flush() override {
+    if (deferred_.empty()) return;
+    std::vector<double> v(static_cast<size_t>(used_), 0.0);
+    to_host(v.data(), defer_slots_, v.size() * sizeof(double));
+    for (const Deferred& d : deferred_) {
+      double x = 0;  // a group of rows (entropy per batch row) sums in row order first, as attention_entropy does
+      for (int i = 0; i < d.count; i++) x += v[size_t(d.first + i)];
+      if (d.op == Deferred::max) {
+        if (x > *d.dst) *d.dst = x;
+      } else {
+        *d.dst += x / d.divisor;
+      }
+    }
+    deferred_.clear();
+    used_ = 0;
+  }
+
   bool start_profile() override {
     prof_.start();
     return true;
@@ -340,6 +376,32 @@ class CudaBackend final : public Backend {
   }
 
   using K = cuda::OpKind;
+  // ent[b] = the attention entropy of batch row b, its probabilities recomputed from qkv into scratch 6–7.
+  void entropy_rows(double* ent, const float* qkv, int B, int T, int C, int H) {
+    auto* out = static_cast<float*>(cuda::scratch(6, size_t(T) * C * sizeof(float), s()));
+    auto* p = static_cast<float*>(cuda::scratch(7, size_t(H) * T * T * sizeof(float), s()));
+    for (int b = 0; b < B; b++) {
+      cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
+      cuda::attention_entropy(ent + b, p, H * T, T, s());
+    }
+  }
+  struct Deferred {
+    enum Op { add, max } op;
+    double* dst;
+    double divisor;
+    int first, count;  // its device slots
+  };
+  static constexpr int kDeferSlots = 4096;
+  // `count` device doubles for one deferred statistic (flushing first when they are used up).
+  double* defer(double* dst, Deferred::Op op, double divisor, int count) {
+    if (!defer_slots_) {
+      STRATA_CUDA_CHECK(cudaMallocAsync(&defer_slots_, kDeferSlots * sizeof(double), s()));
+    }
+    if (used_ + count > kDeferSlots) stats_flush();
+    deferred_.push_back({op, dst, divisor, used_, count});
+    used_ += count;
+    return defer_slots_ + (used_ - count);
+  }
   double operand_bytes() const { return precision_ == Precision::bf16 ? 2.0 : 4.0; }
   // A GEMM's least traffic: its [rows, inner] and [inner, cols] operands read once, plus `out` bytes of output.
   double gemm_bytes(int rows, int inner, int cols, double out) const {
@@ -424,6 +486,9 @@ class CudaBackend final : public Backend {
   size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
   std::map<const void*, size_t> allocs_;  // alloc()'s blocks (start → bytes)
   cuda::Profiler prof_{stream_.s};        // log.gpu_profile
+  double* defer_slots_ = nullptr;         // kDeferSlots device doubles: the deferred statistics' values
+  std::vector<Deferred> deferred_;
+  int used_ = 0;
 };
 
 }  // namespace
