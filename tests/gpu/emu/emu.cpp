@@ -149,7 +149,24 @@ unsigned long long shuffle(unsigned long long bits, int src_lane, int lane_xor, 
   return buf[base + src];
 }
 
+// STRATA_EMU_COUNTS=1: at exit, how often the host launched kernels and waited for the device (the emulator
+// runs each call to completion; the counts are what the code asks of a GPU).
+struct Counts {
+  long long launches = 0, waits = 0, d2h = 0;
+  ~Counts() {
+    const char* e = std::getenv("STRATA_EMU_COUNTS");
+    if (e && std::strcmp(e, "1") == 0)
+      std::fprintf(stderr, "cuda emulator: %lld kernel launches, %lld host waits (stream/device/event synchronise), "
+                   "%lld device-to-host copies\n", launches, waits, d2h);
+  }
+};
+Counts& counts() {
+  static Counts c;
+  return c;
+}
+
 void run_grid(const Config& c, void (*body)(void*), void* arg, const char* kernel) {
+  counts().launches++;
   const long long threads = (long long)c.block.x * c.block.y * c.block.z;
   if (threads <= 0 || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x == 0 ||
       c.grid.y == 0 || c.grid.z == 0) {
@@ -281,6 +298,7 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   }
   if (dd && !emu::is_device_pointer(static_cast<char*>(dst) + n - 1)) return cudaErrorInvalidValue;
   if (sd && !emu::is_device_pointer(static_cast<const char*>(src) + n - 1)) return cudaErrorInvalidValue;
+  if (sd && !dd) emu::counts().d2h++;
   std::memmove(dst, src, n);
   return cudaSuccess;
 }
@@ -328,7 +346,10 @@ cudaError_t cudaGetDevice(int* d) {
   *d = current_device;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  emu::counts().waits++;
+  return cudaSuccess;
+}
 cudaError_t cudaGetLastError(void) {
   cudaError_t e = last_error();
   last_error() = cudaSuccess;
@@ -375,7 +396,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete reinterpret_cast<char*>(s);
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  emu::counts().waits++;
+  return cudaSuccess;
+}
 
 // Events: the emulator runs every call to completion before it returns, so a recorded event has happened; its
 // time is the host's steady clock at the record (elapsed times are the emulated work's CPU time).
@@ -405,7 +429,10 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : record(cudaErrorInvalidResourceHandle); }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaEventQuery(e); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  emu::counts().waits++;
+  return cudaEventQuery(e);
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!x || !y || !ms) return record(cudaErrorInvalidResourceHandle);
