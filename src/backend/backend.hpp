@@ -114,6 +114,10 @@ class Backend {
   }
   virtual void stats_flush() {}
 
+  // Device memory the backend holds beside the buffers it was asked to alloc(): the CUDA backend's bf16 GEMM
+  // operand copies (its scratch not counted).
+  virtual size_t extra_bytes() const { return 0; }
+
   // ---- device-side op timing (log.gpu_profile) ----
   // (Re)starts timing every op from now; false where the backend cannot (the CPU's).
   virtual bool start_profile() { return false; }

@@ -497,6 +497,14 @@ double train_run(const Config& cfg, MPI_Comm world) {
   int64_t profiled_steps = 0;  // completed (rolled-back ones not counted)
   if (cfg.log.gpu_profile && !gpu) say("log.gpu_profile: the CPU backend has no device timing; nothing is profiled");
   while (st.step < tc.steps) {
+    if (gpu && st.step == first_step + 1) {  // after the run's first step: the operand cache has its size
+      unsigned long long extra = be->extra_bytes();
+      STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &extra, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, topo.world));
+      char mib[32];
+      std::snprintf(mib, sizeof mib, "%.1f", double(extra) / (1 << 20));
+      if (extra) say(str("device memory beside the model's buffers: ", mib,
+                         " MiB of bf16 GEMM operand copies (largest rank; STRATA_CUDA_OPERAND_CACHE=0: none)"));
+    }
     if (cfg.log.gpu_profile && gpu && !profiling && st.step == first_step + 1) profiling = be->start_profile();
     const auto t0 = clock_type::now();
     if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");

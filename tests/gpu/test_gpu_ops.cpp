@@ -574,3 +574,45 @@ BOOST_AUTO_TEST_CASE(deferred_statistics_equal_immediate) {
   be.stats_flush();  // nothing pending: no change
   BOOST_TEST(got[4] == want[4]);
 }
+
+// LayerNorm and the activations write their output's bf16 copy on request (the CUDA backend's operand cache):
+// bit for bit to_bf16 of the fp32 output they write, which itself is unchanged by the request.
+BOOST_AUTO_TEST_CASE(producers_write_the_bf16_copy_to_bf16_gives) {
+  const int N = 37, C = 96;
+  const size_t n = size_t(N) * C;
+  Vec in = rnd(n, 2.0f), dout = rnd(n), gain = rnd(C), bias = rnd(C), acc = rnd(n);
+  auto in_ = dev(in), dout_ = dev(dout), gain_ = dev(gain), bias_ = dev(bias);
+  auto mean_ = poisoned(N), rstd_ = poisoned(N);
+  cuda::Buffer o16(n * 2), r16(n * 2);
+  auto check = [&](const cuda::Buffer& plain, const cuda::Buffer& with, const char* what) {
+    BOOST_TEST(host(plain) == host(with), what << ": fp32 output with and without the bf16 copy");
+    cuda::to_bf16(r16.as<void>(), with.as<float>(), n);
+    BOOST_TEST((host_as<uint16_t>(o16) == host_as<uint16_t>(r16)), what << ": the copy is to_bf16 of the output");
+  };
+  {
+    auto a = poisoned(n), b = poisoned(n);
+    cuda::layernorm_forward(a.as<float>(), mean_.as<float>(), rstd_.as<float>(), in_.as<float>(), gain_.as<float>(),
+                            bias_.as<float>(), N, C, 1e-5);
+    cuda::layernorm_forward(b.as<float>(), mean_.as<float>(), rstd_.as<float>(), in_.as<float>(), gain_.as<float>(),
+                            bias_.as<float>(), N, C, 1e-5, 0, o16.as<void>());
+    check(a, b, "layernorm_forward");
+    for (bool accumulate : {false, true}) {
+      auto da = dev(acc), db = dev(acc);
+      cuda::layernorm_backward(da.as<float>(), nullptr, nullptr, dout_.as<float>(), in_.as<float>(), gain_.as<float>(),
+                               mean_.as<float>(), rstd_.as<float>(), N, C, accumulate);
+      cuda::layernorm_backward(db.as<float>(), nullptr, nullptr, dout_.as<float>(), in_.as<float>(), gain_.as<float>(),
+                               mean_.as<float>(), rstd_.as<float>(), N, C, accumulate, 0, o16.as<void>());
+      check(da, db, accumulate ? "layernorm_backward +=" : "layernorm_backward =");
+    }
+  }
+  for (auto act : {cpu::Activation::gelu_tanh, cpu::Activation::gelu, cpu::Activation::relu}) {
+    auto a = poisoned(n), b = poisoned(n);
+    cuda::activation_forward(a.as<float>(), in_.as<float>(), n, act);
+    cuda::activation_forward(b.as<float>(), in_.as<float>(), n, act, 0, o16.as<void>());
+    check(a, b, "activation_forward");
+    auto da = poisoned(n), db = poisoned(n);
+    cuda::activation_backward(da.as<float>(), dout_.as<float>(), in_.as<float>(), n, act);
+    cuda::activation_backward(db.as<float>(), dout_.as<float>(), in_.as<float>(), n, act, 0, o16.as<void>());
+    check(da, db, "activation_backward");
+  }
+}

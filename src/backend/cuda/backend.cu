@@ -149,15 +149,19 @@ class CudaBackend final : public Backend {
   void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
                          int N, int C, double eps) override {
     wrote(out, size_t(N) * C), wrote(mean, size_t(N)), wrote(rstd, size_t(N));
-    auto t = prof_.time(K::layernorm_forward, 0, 8.0 * N * C + 8.0 * N);
-    cuda::layernorm_forward(out, mean, rstd, in, gain, bias, N, C, eps, s());
+    void* out16 = produce_copy(out, size_t(N) * C);
+    auto t = prof_.time(K::layernorm_forward, 0, (out16 ? 10.0 : 8.0) * N * C + 8.0 * N);
+    cuda::layernorm_forward(out, mean, rstd, in, gain, bias, N, C, eps, s(), out16);
+    produced(out, out16);
   }
   void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in,
                           const float* gain, const float* mean, const float* rstd, int N, int C,
                           bool accumulate) override {
     wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
-    auto t = prof_.time(K::layernorm_backward, 0, (accumulate ? 16.0 : 12.0) * N * C + 8.0 * N);
-    cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s());
+    void* din16 = produce_copy(din, size_t(N) * C);
+    auto t = prof_.time(K::layernorm_backward, 0, (accumulate ? 16.0 : 12.0) * N * C + (din16 ? 2.0 : 0.0) * N * C + 8.0 * N);
+    cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s(), din16);
+    produced(din, din16);
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
@@ -190,13 +194,17 @@ class CudaBackend final : public Backend {
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
     wrote(out, n);
-    auto t = prof_.time(K::activation_forward, 0, 8.0 * n);
-    cuda::activation_forward(out, in, n, a, s());
+    void* out16 = produce_copy(out, n);
+    auto t = prof_.time(K::activation_forward, 0, (out16 ? 10.0 : 8.0) * n);
+    cuda::activation_forward(out, in, n, a, s(), out16);
+    produced(out, out16);
   }
   void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) override {
     wrote(din, n);
-    auto t = prof_.time(K::activation_backward, 0, 12.0 * n);
-    cuda::activation_backward(din, dout, in, n, a, s());
+    void* din16 = produce_copy(din, n);
+    auto t = prof_.time(K::activation_backward, 0, (din16 ? 14.0 : 12.0) * n);
+    cuda::activation_backward(din, dout, in, n, a, s(), din16);
+    produced(din, din16);
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) override {
     wrote(losses, size_t(std::max(N, 0)));
@@ -334,6 +342,12 @@ class CudaBackend final : public Backend {
     used_ = 0;
   }
 
+  size_t extra_bytes() const override {
+    size_t n = 0;
+    for (auto& [x, c] : copies_) n += c.cap * 2;
+    return n;
+  }
+
   bool start_profile() override {
     prof_.start();
     return true;
@@ -418,25 +432,42 @@ class CudaBackend final : public Backend {
     size_t n = 0, cap = 0;
     bool valid = false;
   };
-  // The bf16 copy of x[0, n), rounded now unless a valid one is kept; null where there is none to give (fp32,
-  // or the cache off: matmul rounds into its scratch).
-  const void* bf16_of(const float* x, size_t n) {
-    if (precision_ != Precision::bf16 || !memo_ || !x || !n || !allocated(x, n)) return nullptr;
+  bool caching(const float* x, size_t n) const {
+    return precision_ == Precision::bf16 && memo_ && x && n && allocated(x, n);
+  }
+  // x's entry with room for n values (not yet valid).
+  Copy& entry(const float* x, size_t n) {
     Copy& c = copies_[x];
-    if (c.valid && c.n == n) return c.p;
     if (c.cap < n) {
       if (c.p) STRATA_CUDA_CHECK(cudaFreeAsync(c.p, s()));
       c.p = nullptr, c.cap = 0;
       STRATA_CUDA_CHECK(cudaMallocAsync(&c.p, n * 2, s()));
       c.cap = n;
     }
+    c.n = n, c.valid = false;
+    longest_ = std::max(longest_, n * sizeof(float));
+    return c;
+  }
+  // The bf16 copy of x[0, n), rounded now unless a valid one is kept; null where there is none to give (fp32,
+  // or the cache off: matmul rounds into its scratch).
+  const void* bf16_of(const float* x, size_t n) {
+    if (!caching(x, n)) return nullptr;
+    auto found = copies_.find(x);
+    if (found != copies_.end() && found->second.valid && found->second.n == n) return found->second.p;
+    Copy& c = entry(x, n);
     {
       auto t = prof_.time(K::round_to_bf16, 0, 6.0 * n);
       cuda::to_bf16(c.p, x, n, s());
     }
-    c.n = n, c.valid = true;
-    longest_ = std::max(longest_, n * sizeof(float));
+    c.valid = true;
     return c.p;
+  }
+  // Where an op producing out[0, n) (already marked written) also writes its bf16 copy (LayerNorm, the
+  // activations: their outputs are mostly GEMM operands next): that copy's memory, or null (no cache); after the
+  // op is queued, produced() makes it valid.
+  void* produce_copy(const float* out, size_t n) { return caching(out, n) ? entry(out, n).p : nullptr; }
+  void produced(const float* out, const void* out16) {
+    if (out16) copies_[out].valid = true;
   }
   // Copies overlapping [p, p + bytes) are stale: marked so (their memory kept for the next rounding).
   void wrote_bytes(const void* p, size_t bytes) {

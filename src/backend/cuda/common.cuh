@@ -2,6 +2,7 @@
 // launch helpers the kernels share.
 #pragma once
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include "core/error.hpp"
@@ -27,6 +28,12 @@ namespace strata::cuda {
 constexpr int kWarp = 32;
 
 inline unsigned blocks_for(size_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+// out[i] = v, and its bf16 rounding (as to_bf16) into out16 where that is given.
+__device__ inline void store(float* out, void* out16, size_t i, float v) {
+  out[i] = v;
+  if (out16) static_cast<__nv_bfloat16*>(out16)[i] = __float2bfloat16_rn(v);
+}
 
 __device__ inline float warp_sum(float v) {
   for (int o = kWarp / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);

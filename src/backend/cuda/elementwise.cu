@@ -18,18 +18,19 @@ constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 constexpr int kThreads = 256;
 
-__global__ void act_fwd(float* out, const float* in, size_t n, Activation a) {
+__global__ void act_fwd(float* out, void* out16, const float* in, size_t n, Activation a) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float x = in[i];
+  float x = in[i], y = 0;
   switch (a) {
-    case Activation::gelu_tanh: out[i] = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); break;
-    case Activation::gelu: out[i] = 0.5f * x * (1.0f + erff(x * kInvSqrt2)); break;
-    case Activation::relu: out[i] = x > 0.0f ? x : 0.0f; break;
+    case Activation::gelu_tanh: y = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); break;
+    case Activation::gelu: y = 0.5f * x * (1.0f + erff(x * kInvSqrt2)); break;
+    case Activation::relu: y = x > 0.0f ? x : 0.0f; break;
   }
+  store(out, out16, i, y);
 }
 
-__global__ void act_bwd(float* din, const float* dout, const float* in, size_t n, Activation a) {
+__global__ void act_bwd(float* din, void* din16, const float* dout, const float* in, size_t n, Activation a) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   float x = in[i], g = 0;
@@ -42,7 +43,7 @@ __global__ void act_bwd(float* din, const float* dout, const float* in, size_t n
     case Activation::gelu: g = 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x); break;
     case Activation::relu: g = x > 0.0f ? 1.0f : 0.0f; break;
   }
-  din[i] = a == Activation::relu ? (x > 0.0f ? dout[i] : 0.0f) : dout[i] * g;
+  store(din, din16, i, a == Activation::relu ? (x > 0.0f ? dout[i] : 0.0f) : dout[i] * g);
 }
 
 __global__ void residual_k(float* out, const float* x, float alpha, const float* g, size_t n) {
@@ -92,14 +93,15 @@ __global__ void unfold_k(float* g, const double* acc, size_t n) {
 
 }  // namespace
 
-void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s) {
+void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s, void* out16) {
   if (!n) return;
-  act_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, in, n, a);
+  act_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, out16, in, n, a);
   STRATA_CUDA_LAUNCHED();
 }
-void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s) {
+void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s,
+                         void* din16) {
   if (!n) return;
-  act_bwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(din, dout, in, n, a);
+  act_bwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(din, din16, dout, in, n, a);
   STRATA_CUDA_LAUNCHED();
 }
 void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s) {

@@ -10,8 +10,8 @@ namespace {
 
 constexpr int kRowsPerBlock = 8;  // warps per block
 
-__global__ void ln_fwd(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
-                       int N, int C, float eps) {
+__global__ void ln_fwd(float* out, void* out16, float* mean, float* rstd, const float* in, const float* gain,
+                       const float* bias, int N, int C, float eps) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   if (n >= N) return;
   const float* x = in + size_t(n) * C;
@@ -24,13 +24,13 @@ __global__ void ln_fwd(float* out, float* mean, float* rstd, const float* in, co
     v += d * d;
   }
   const float r = 1.0f / sqrtf(warp_sum(v) / C + eps);
-  float* y = out + size_t(n) * C;
-  for (int c = lane; c < C; c += kWarp) y[c] = (x[c] - m) * r * gain[c] + bias[c];
+  const size_t row = size_t(n) * C;
+  for (int c = lane; c < C; c += kWarp) store(out, out16, row + c, (x[c] - m) * r * gain[c] + bias[c]);
   if (lane == 0) mean[n] = m, rstd[n] = r;
 }
 
-__global__ void ln_bwd_input(float* din, const float* dout, const float* in, const float* gain, const float* mean,
-                             const float* rstd, int N, int C, bool accumulate) {
+__global__ void ln_bwd_input(float* din, void* din16, const float* dout, const float* in, const float* gain,
+                             const float* mean, const float* rstd, int N, int C, bool accumulate) {
   const int n = blockIdx.x * kRowsPerBlock + threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   if (n >= N) return;
   const float* x = in + size_t(n) * C;
@@ -44,28 +44,29 @@ __global__ void ln_bwd_input(float* din, const float* dout, const float* in, con
   }
   a = warp_sum(a) / C;
   b = warp_sum(b) / C;
-  float* dx = din + size_t(n) * C;
+  const size_t row = size_t(n) * C;
   for (int c = lane; c < C; c += kWarp) {
     float v = r * (dy[c] * gain[c] - a - (x[c] - m) * r * b);
-    dx[c] = accumulate ? dx[c] + v : v;
+    store(din, din16, row + c, accumulate ? din[row + c] + v : v);
   }
 }
 
 }  // namespace
 
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
-                       int N, int C, double eps, cudaStream_t s) {
+                       int N, int C, double eps, cudaStream_t s, void* out16) {
   if (N <= 0) return;
-  ln_fwd<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(out, mean, rstd, in, gain, bias, N, C,
-                                                                                 float(eps));
+  ln_fwd<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(out, out16, mean, rstd, in, gain, bias,
+                                                                                 N, C, float(eps));
   STRATA_CUDA_LAUNCHED();
 }
 
 void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in, const float* gain,
-                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s) {
+                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s,
+                        void* din16) {
   if (N <= 0) return;
-  ln_bwd_input<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(din, dout, in, gain, mean, rstd,
-                                                                                       N, C, accumulate);
+  ln_bwd_input<<<blocks_for(size_t(N), kRowsPerBlock), kRowsPerBlock * kWarp, 0, s>>>(din, din16, dout, in, gain, mean,
+                                                                                       rstd, N, C, accumulate);
   STRATA_CUDA_LAUNCHED();
   column_sums(dgain, dbias, N, C, [=] __device__(int n, int c) {
     const float dy = dout[size_t(n) * C + c];

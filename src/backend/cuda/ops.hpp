@@ -67,11 +67,15 @@ void to_bf16(void* out, const float* in, size_t n, cudaStream_t s = 0);
 size_t lt_gemm_count();
 size_t bf16_rounded_count();
 
+// The LayerNorm and activation ops may also write out16 (bf16, the same values to_bf16 gives from their fp32
+// output, after accumulation): the bf16 GEMM operand the CUDA backend's cache would otherwise round in a pass of
+// its own. null: not written.
 // ---- layernorm.cu ----
 void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
-                       int N, int C, double eps, cudaStream_t s = 0);
+                       int N, int C, double eps, cudaStream_t s = 0, void* out16 = nullptr);
 void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in, const float* gain,
-                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s = 0);
+                        const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s = 0,
+                        void* din16 = nullptr);
 
 // ---- attention.cu: causal multi-head attention on a fused qkv [B,T,3C]; probs [B,H,T,T] kept ----
 // With Precision::bf16 the four batched GEMMs run on TF32 tensor cores (10-bit mantissas, more than bf16's 7;
@@ -97,8 +101,10 @@ void attention_tc_backward(float* dqkv, const float* dout, const float* out, con
                            int B, int Tn, int C, int H, cudaStream_t s = 0);
 
 // ---- elementwise.cu ----
-void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0);
-void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0);
+void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0,
+                        void* out16 = nullptr);
+void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0,
+                         void* din16 = nullptr);
 void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s = 0);
 void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate, cudaStream_t s = 0);
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int Tn, int C,

@@ -70,6 +70,12 @@ for path in sys.argv[1:]:
     print(f"gpu profile in {path.split('/')[-1]}: {len(stages)} stage table(s), GEMM calls {total} (want {want} each): "
           f"{'PASS' if good else 'FAIL'}")
     ok &= good
+# The operand cache's memory is reported with the cache on, not with it off.
+on, off = (open(sys.argv[1].replace("gpu16", n)).read() for n in ("gpu16", "gpu16plain"))
+m = re.search(r"([0-9.]+) MiB of bf16 GEMM operand copies", on)
+good = m is not None and float(m.group(1)) > 0 and "operand copies" not in off
+print(f"operand cache memory reported: {m.group(0) if m else None}, not with the cache off: {'PASS' if good else 'FAIL'}")
+ok &= good
 sys.exit(0 if ok else 1)
 EOF
 exit $rc
