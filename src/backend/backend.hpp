@@ -24,6 +24,13 @@ struct OpTime {
   double ms = 0, flop = 0, bytes = 0;
 };
 
+// One tensor of a flat buffer for Backend::adamw_update_segments: elements [offset, offset + size), weight decay
+// where decay.
+struct AdamWSegment {
+  size_t offset, size;
+  bool decay;
+};
+
 enum class Precision { fp32, bf16 };  // bf16: GEMM inputs rounded to bfloat16, products accumulated in fp32
 Precision precision_from_name(const std::string& name);  // "fp32" | "bf16"
 
@@ -82,6 +89,13 @@ class Backend {
   virtual void unfold(float* g, const double* acc, size_t n) = 0;  // g = float(acc)
   virtual void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const cpu::AdamWParams& hp,
                             bool decay) = 0;
+  // adamw_update of every segment of p, m, v, g (each element's update is the same as there): the CPU's loops
+  // over them; a GPU backend runs one kernel for all (hundreds of small tensors would be hundreds of launches).
+  virtual void adamw_update_segments(float* p, float* m, float* v, const float* g,
+                                     const std::vector<AdamWSegment>& segments, const cpu::AdamWParams& hp) {
+    for (const AdamWSegment& s : segments)
+      adamw_update(p + s.offset, m + s.offset, v + s.offset, g + s.offset, s.size, hp, s.decay);
+  }
 
   // ---- reductions, on the host ----
   virtual double sum(const float* x, size_t n) = 0;          // Σ x (the loss of a micro-batch)

@@ -19,6 +19,7 @@ double lr_at(const TrainConfig& t, int64_t step) {
 AdamW::AdamW(std::vector<const TensorSpec*> tensors, size_t base, size_t n, Backend* be)
     : tensors_(std::move(tensors)), base_(base), be_(be ? be : &cpu_backend()), m(n, 0.0f), v(n, 0.0f) {
   if (!be_->host_memory()) dm_ = Array<float>(*be_, n), dv_ = Array<float>(*be_, n);
+  for (const TensorSpec* ts : tensors_) segments_.push_back({ts->offset - base_, ts->size, ts->decay});
 }
 
 void AdamW::push() {
@@ -37,10 +38,7 @@ void AdamW::update(float* params, const float* g, double lr, int64_t step1, cons
   cpu::AdamWParams hp{float(lr), float(t.beta1), float(t.beta2), float(t.adam_eps), float(t.weight_decay), int(step1)};
   float* mm = be_->host_memory() ? m.data() : dm_.data();
   float* vv = be_->host_memory() ? v.data() : dv_.data();
-  for (const TensorSpec* ts : tensors_) {
-    const size_t o = ts->offset - base_;
-    be_->adamw_update(params + o, mm + o, vv + o, g + o, ts->size, hp, ts->decay);
-  }
+  be_->adamw_update_segments(params, mm, vv, g, segments_, hp);
 }
 
 float grad_clip(Backend& be, float* g, size_t n, double norm, double max_norm) {

@@ -28,6 +28,7 @@ class AdamW {
 
  private:
   std::vector<const TensorSpec*> tensors_;
+  std::vector<AdamWSegment> segments_;  // the tensors, relative to base_
   size_t base_;
   Backend* be_;
   Array<float> dm_, dv_;  // GPU backends

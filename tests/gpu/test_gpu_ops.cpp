@@ -616,3 +616,31 @@ BOOST_AUTO_TEST_CASE(producers_write_the_bf16_copy_to_bf16_gives) {
     check(da, db, "activation_backward");
   }
 }
+
+// AdamW over many tensors of one buffer in one launch (the optimizer's call): bit for bit the per-tensor updates,
+// with empty tensors, gaps between tensors and both decay settings, over two steps (the table is reused).
+BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
+  auto be_ = make_cuda_backend(0, Precision::fp32);
+  Backend& be = *be_;
+  const size_t n = 5000;
+  std::vector<AdamWSegment> segs;
+  for (size_t o = 0, k = 0; o < n - 400; k++) {
+    const size_t size = k % 5 == 3 ? 0 : 1 + (k * 37) % 300;
+    segs.push_back({o, size, k % 3 != 0});
+    o += size + (k % 4 == 0 ? 7 : 0);  // some gaps: elements no segment covers stay as they are
+  }
+  Vec p0 = rnd(n), g = rnd(n, 0.1f);
+  auto pa = put(be, p0), pb = put(be, p0), ga = put(be, g);
+  Array<float> ma(be, n), va(be, n), mb(be, n), vb(be, n);
+  for (int step = 1; step <= 2; step++) {
+    const cpu::AdamWParams hp{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, step};
+    for (const AdamWSegment& s : segs)
+      be.adamw_update(pa.data() + s.offset, ma.data() + s.offset, va.data() + s.offset, ga.data() + s.offset, s.size,
+                      hp, s.decay);
+    be.adamw_update_segments(pb.data(), mb.data(), vb.data(), ga.data(), segs, hp);
+    BOOST_TEST((get(be, pa) == get(be, pb)), "parameters after step " << step);
+    BOOST_TEST((get(be, ma) == get(be, mb)), "first moments after step " << step);
+    BOOST_TEST((get(be, va) == get(be, vb)), "second moments after step " << step);
+  }
+  BOOST_TEST((get(be, pa) != p0), "the update changed the parameters");
+}

@@ -55,7 +55,9 @@ class CudaBackend final : public Backend {
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
   ~CudaBackend() override {
+    tables_.clear();  // their Arrays release into this backend while it is whole
     for (auto& [p, c] : copies_) cudaFreeAsync(c.p, s());
+    copies_.clear();
     if (defer_slots_) cudaFreeAsync(defer_slots_, s());
     cuda::scratch_release(stream_.s);
   }
@@ -260,6 +262,16 @@ class CudaBackend final : public Backend {
     cuda::adamw_update(p, m, v, g, n, hp, decay, s());
   }
 
+  // One launch for every tensor of the buffer; the segment table goes to the device once per distinct table.
+  void adamw_update_segments(float* p, float* m, float* v, const float* g, const std::vector<AdamWSegment>& segs,
+                             const cpu::AdamWParams& hp) override {
+    const SegmentTable& t = segment_table(segs);
+    if (!t.total) return;
+    for (const AdamWSegment& sg : segs) wrote(p + sg.offset, sg.size), wrote(m + sg.offset, sg.size), wrote(v + sg.offset, sg.size);
+    auto tm = prof_.time(K::adamw_update, 0, 28.0 * double(t.total));
+    cuda::adamw_update_segments(p, m, v, g, t.segs.data(), t.start.data(), t.count, t.total, hp, s());
+  }
+
   // ---- reductions, on the host ----
   double sum(const float* x, size_t n) override {
     auto t = prof_.time(K::reductions, 0, 4.0 * n);
@@ -399,6 +411,32 @@ class CudaBackend final : public Backend {
       cuda::attention_entropy(ent + b, p, H * T, T, s());
     }
   }
+  struct SegmentTable {
+    Array<AdamWSegment> segs;
+    Array<size_t> start;
+    int count = 0;
+    size_t total = 0;
+  };
+  // The device copy of a segment table (its non-empty segments and their starts), made on first use.
+  const SegmentTable& segment_table(const std::vector<AdamWSegment>& segs) {
+    std::vector<uint64_t> key;
+    for (const AdamWSegment& s : segs)
+      if (s.size) key.insert(key.end(), {uint64_t(s.offset), uint64_t(s.size), uint64_t(s.decay)});
+    auto found = tables_.find(key);
+    if (found != tables_.end()) return found->second;
+    SegmentTable& t = tables_[key];
+    std::vector<AdamWSegment> nonempty;
+    std::vector<size_t> start;
+    for (const AdamWSegment& s : segs)
+      if (s.size) nonempty.push_back(s), start.push_back(t.total), t.total += s.size;
+    t.count = int(nonempty.size());
+    if (!t.count) return t;
+    t.segs = Array<AdamWSegment>(*this, nonempty.size());
+    t.start = Array<size_t>(*this, start.size());
+    upload(t.segs.data(), nonempty.data(), nonempty.size() * sizeof(AdamWSegment));
+    upload(t.start.data(), start.data(), start.size() * sizeof(size_t));
+    return t;
+  }
   struct Deferred {
     enum Op { add, max } op;
     double* dst;
@@ -518,6 +556,7 @@ class CudaBackend final : public Backend {
   std::map<const void*, size_t> allocs_;  // alloc()'s blocks (start → bytes)
   cuda::Profiler prof_{stream_.s};        // log.gpu_profile
   double* defer_slots_ = nullptr;         // kDeferSlots device doubles: the deferred statistics' values
+  std::map<std::vector<uint64_t>, SegmentTable> tables_;  // AdamW segment tables, by content
   std::vector<Deferred> deferred_;
   int used_ = 0;
 };

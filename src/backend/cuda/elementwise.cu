@@ -74,6 +74,20 @@ __global__ void embed_bwd(float* dwte, float* dwpe, const float* dout, const int
   }
 }
 
+__global__ void adamw_segments_k(float* p, float* m, float* v, const float* g, const AdamWSegment* seg,
+                                 const size_t* start, int count, size_t total, AdamWScalars sc) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  int lo = 0, hi = count - 1;  // the last segment starting at or before i
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (start[mid] <= i) lo = mid; else hi = mid - 1;
+  }
+  const size_t j = seg[lo].offset + (i - start[lo]);
+  if (!seg[lo].decay) sc.weight_decay = 0.0f;
+  adamw_element(p[j], m[j], v[j], g[j], sc);
+}
+
 __global__ void adamw_k(float* p, float* m, float* v, const float* g, size_t n, AdamWScalars sc) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) adamw_element(p[i], m[i], v[i], g[i], sc);
@@ -127,13 +141,22 @@ void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32
   embed_bwd<<<blocks_for(size_t(C), 128), 128, 0, s>>>(dwte, dwpe, dout, tokens, B * Tn, Tn, C);
   STRATA_CUDA_LAUNCHED();
 }
+// Bias corrections on the host with std::pow, as the CPU twin computes them.
+static AdamWScalars adamw_scalars(const AdamWParams& hp, bool decay) {
+  return {hp.lr, hp.beta1, hp.beta2, hp.eps, decay ? hp.weight_decay : 0.0f,
+          1.0f - std::pow(hp.beta1, float(hp.step)), 1.0f - std::pow(hp.beta2, float(hp.step))};
+}
 void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const AdamWParams& hp, bool decay,
                   cudaStream_t s) {
   if (!n) return;
-  // Bias corrections on the host with std::pow, as the CPU twin computes them.
-  const AdamWScalars sc{hp.lr, hp.beta1, hp.beta2, hp.eps, decay ? hp.weight_decay : 0.0f,
-                        1.0f - std::pow(hp.beta1, float(hp.step)), 1.0f - std::pow(hp.beta2, float(hp.step))};
-  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, sc);
+  adamw_k<<<blocks_for(n, kThreads), kThreads, 0, s>>>(p, m, v, g, n, adamw_scalars(hp, decay));
+  STRATA_CUDA_LAUNCHED();
+}
+void adamw_update_segments(float* p, float* m, float* v, const float* g, const AdamWSegment* segments,
+                           const size_t* start, int count, size_t total, const AdamWParams& hp, cudaStream_t s) {
+  if (!total || count <= 0) return;
+  adamw_segments_k<<<blocks_for(total, kThreads), kThreads, 0, s>>>(p, m, v, g, segments, start, count, total,
+                                                                    adamw_scalars(hp, true));
   STRATA_CUDA_LAUNCHED();
 }
 

@@ -111,6 +111,10 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, cons
                        cudaStream_t s = 0);
 void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int Tn, int C,
                         cudaStream_t s = 0);
+// AdamW over segments of one flat buffer in one launch: segments / start are device arrays (segment k's
+// elements are flat indices start[k] … start[k+1]−1 of the `total` updated, start ascending).
+void adamw_update_segments(float* p, float* m, float* v, const float* g, const AdamWSegment* segments,
+                           const size_t* start, int count, size_t total, const AdamWParams& hp, cudaStream_t s = 0);
 void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const AdamWParams& hp, bool decay,
                   cudaStream_t s = 0);
 // Gradient accumulation in double across micro-batches: acc[n] += g, then g = 0 (fold); g[n] = float(acc),
