@@ -81,6 +81,14 @@ class Backend {
                                  int C) = 0;
   virtual void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                                   int C) = 0;
+  // din = alpha·resid, then layernorm_backward(din, ..., accumulate = true): a sub-layer's input gradient, its
+  // residual path's share and its LN_in's. A GPU backend does both in one pass (din written once, not three times).
+  virtual void layernorm_backward_residual(float* din, float* dgain, float* dbias, const float* dout, const float* in,
+                                           const float* gain, const float* mean, const float* rstd, int N, int C,
+                                           const float* resid, float alpha) {
+    scale_copy(din, resid, alpha, size_t(N) * C, false);
+    layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, true);
+  }
   virtual void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n) = 0;
   virtual void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate) = 0;
 

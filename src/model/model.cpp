@@ -268,7 +268,7 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
     be_->layernorm_backward(out, gr.ln_out_g, gr.ln_out_b, dy, a.s, p.ln_out_g, a.sum_mean, a.sum_rstd, N, d, false);
     ds = out;
   }
-  be_->scale_copy(dx, ds, nf.alpha, Nd, false);  // residual path: dx = α·ds
+  if (!nf.ln_in) be_->scale_copy(dx, ds, nf.alpha, Nd, false);  // residual path: dx = α·ds (with LN_in: below)
   const float* df = ds;
   if (nf.ln_branch) {
     float* out = df_keep ? df_keep : df_.data();
@@ -284,9 +284,10 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
     be_->attention_backward(dm1, dmid_.data(), a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
     be_->activation_backward(dm1, dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
-  if (nf.ln_in) {
+  if (nf.ln_in) {  // dx = α·ds + LN_in's gradient
     be_->matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
-    be_->layernorm_backward(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N, d, true);
+    be_->layernorm_backward_residual(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N,
+                                     d, ds, nf.alpha);
   } else {
     be_->matmul_backward_input(dx, dm1, p.w1, N, d, OC1, true);
   }

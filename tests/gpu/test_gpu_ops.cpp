@@ -644,3 +644,34 @@ BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
   }
   BOOST_TEST((get(be, pa) != p0), "the update changed the parameters");
 }
+
+// The sub-layer's input gradient in one pass (layernorm_backward_residual): the bits of scale_copy then
+// layernorm_backward(+=) on the same backend, and within 1e-5 of the CPU's pair.
+BOOST_AUTO_TEST_CASE(layernorm_backward_residual_equals_the_pair) {
+  auto be_ = make_cuda_backend(0, Precision::fp32);
+  Backend& be = *be_;
+  Backend& cpu = cpu_backend();
+  const int N = 45, C = 96;
+  const size_t n = size_t(N) * C;
+  Vec in = rnd(n, 2.0f), dout = rnd(n), gain = rnd(C), resid = rnd(n), mean(N), rstd(N), lnout(n);
+  cpu.layernorm_forward(lnout.data(), mean.data(), rstd.data(), in.data(), gain.data(), gain.data(), N, C, 1e-5);
+  auto in_ = put(be, in), dout_ = put(be, dout), gain_ = put(be, gain), resid_ = put(be, resid), mean_ = put(be, mean),
+       rstd_ = put(be, rstd);
+  for (float alpha : {1.0f, 0.37f}) {
+    Vec dg0 = rnd(C), db0 = rnd(C);
+    auto pair = poisoned(be, n), fused = poisoned(be, n);
+    auto dg1 = put(be, dg0), db1 = put(be, db0), dg2 = put(be, dg0), db2 = put(be, db0);
+    be.scale_copy(pair.data(), resid_.data(), alpha, n, false);
+    be.layernorm_backward(pair.data(), dg1.data(), db1.data(), dout_.data(), in_.data(), gain_.data(), mean_.data(),
+                          rstd_.data(), N, C, true);
+    be.layernorm_backward_residual(fused.data(), dg2.data(), db2.data(), dout_.data(), in_.data(), gain_.data(),
+                                   mean_.data(), rstd_.data(), N, C, resid_.data(), alpha);
+    BOOST_TEST((get(be, pair) == get(be, fused)), "alpha " << alpha << ": din, fused vs the pair");
+    BOOST_TEST((get(be, dg1) == get(be, dg2)), "alpha " << alpha << ": dgain");
+    BOOST_TEST((get(be, db1) == get(be, db2)), "alpha " << alpha << ": dbias");
+    Vec want(n), dgw = dg0, dbw = db0;
+    cpu.layernorm_backward_residual(want.data(), dgw.data(), dbw.data(), dout.data(), in.data(), gain.data(),
+                                    mean.data(), rstd.data(), N, C, resid.data(), alpha);
+    expect_close(get(be, fused), want, 1e-5, "layernorm_backward_residual against the CPU");
+  }
+}

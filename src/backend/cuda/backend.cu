@@ -165,6 +165,15 @@ class CudaBackend final : public Backend {
     cuda::layernorm_backward(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, accumulate, s(), din16);
     produced(din, din16);
   }
+  void layernorm_backward_residual(float* din, float* dgain, float* dbias, const float* dout, const float* in,
+                                   const float* gain, const float* mean, const float* rstd, int N, int C,
+                                   const float* resid, float alpha) override {
+    wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
+    void* din16 = produce_copy(din, size_t(N) * C);
+    auto t = prof_.time(K::layernorm_backward, 0, (din16 ? 18.0 : 16.0) * N * C + 8.0 * N);
+    cuda::layernorm_backward_residual(din, dgain, dbias, dout, in, gain, mean, rstd, N, C, resid, alpha, s(), din16);
+    produced(din, din16);
+  }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);

@@ -76,6 +76,11 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, co
 void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in, const float* gain,
                         const float* mean, const float* rstd, int N, int C, bool accumulate, cudaStream_t s = 0,
                         void* din16 = nullptr);
+// din = alpha·resid + the LayerNorm input gradient, the bits of scale_copy(din, resid, alpha) followed by
+// layernorm_backward(accumulate = true), in one pass.
+void layernorm_backward_residual(float* din, float* dgain, float* dbias, const float* dout, const float* in,
+                                 const float* gain, const float* mean, const float* rstd, int N, int C,
+                                 const float* resid, float alpha, cudaStream_t s = 0, void* din16 = nullptr);
 
 // ---- attention.cu: causal multi-head attention on a fused qkv [B,T,3C]; probs [B,H,T,T] kept ----
 // With Precision::bf16 the four batched GEMMs run on TF32 tensor cores (10-bit mantissas, more than bf16's 7;

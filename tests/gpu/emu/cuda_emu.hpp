@@ -158,6 +158,13 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
+// The product rounded on its own, as on a GPU: the empty asm keeps g++ (-march=native, -ffp-contract=fast) from
+// fusing it into a following add.
+inline float __fmul_rn(float a, float b) {
+  float r = a * b;
+  asm volatile("" : "+x"(r));
+  return r;
+}
 using std::isfinite;
 using std::isinf;
 using std::isnan;
