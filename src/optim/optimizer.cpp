@@ -17,9 +17,9 @@ double lr_at(const TrainConfig& t, int64_t step) {
 }
 
 AdamW::AdamW(std::vector<const TensorSpec*> tensors, size_t base, size_t n, Backend* be)
-    : tensors_(std::move(tensors)), base_(base), be_(be ? be : &cpu_backend()), m(n, 0.0f), v(n, 0.0f) {
+    : be_(be ? be : &cpu_backend()), m(n, 0.0f), v(n, 0.0f) {
   if (!be_->host_memory()) dm_ = Array<float>(*be_, n), dv_ = Array<float>(*be_, n);
-  for (const TensorSpec* ts : tensors_) segments_.push_back({ts->offset - base_, ts->size, ts->decay});
+  for (const TensorSpec* ts : tensors) segments_.push_back({ts->offset - base, ts->size, ts->decay});
 }
 
 void AdamW::push() {

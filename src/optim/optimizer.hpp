@@ -27,9 +27,7 @@ class AdamW {
   void pull();
 
  private:
-  std::vector<const TensorSpec*> tensors_;
-  std::vector<AdamWSegment> segments_;  // the tensors, relative to base_
-  size_t base_;
+  std::vector<AdamWSegment> segments_;  // the tensors, relative to the buffers' start
   Backend* be_;
   Array<float> dm_, dv_;  // GPU backends
 

@@ -256,13 +256,13 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
   return g.make_backend(dev, precision_from_name(cfg.train.precision), cfg.train.attention != "unfused");
 }
 
-// log.gpu_profile's table for one rank: a header with the ops' device time against the span it covered, then
-// every op kind that ran, slowest first, with its share, TFLOP/s where it computes and GB/s of its least traffic.
 std::string tflops(double flop_per_s) {
   char b[32];
   std::snprintf(b, sizeof b, "%.3g TF/s", flop_per_s / 1e12);
   return b;
 }
+// log.gpu_profile's table for one rank: a header with the ops' device time against the span it covered, then
+// every op kind that ran, slowest first, with its share, TFLOP/s where it computes and GB/s of its least traffic.
 std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const std::string& who, int64_t steps) {
   std::vector<OpTime> ops(prof.begin(), prof.end() - (prof.empty() ? 0 : 1));
   const double span = prof.empty() ? 0 : prof.back().ms;
@@ -504,8 +504,8 @@ double train_run(const Config& cfg, MPI_Comm world) {
       std::snprintf(mib, sizeof mib, "%.1f", double(extra) / (1 << 20));
       if (extra) say(str("device memory beside the model's buffers: ", mib,
                          " MiB of bf16 GEMM operand copies (largest rank; STRATA_CUDA_OPERAND_CACHE=0: none)"));
+      if (cfg.log.gpu_profile && !profiling) profiling = be->start_profile();
     }
-    if (cfg.log.gpu_profile && gpu && !profiling && st.step == first_step + 1) profiling = be->start_profile();
     const auto t0 = clock_type::now();
     if (injected_failure(topo.rank, st.step + 1)) fail("injected failure at step ", st.step + 1, " (STRATA_TEST_FAIL)");
     for (auto& ch : chunks) ch->zero_grad();

@@ -276,7 +276,7 @@ class CudaBackend final : public Backend {
                              const cpu::AdamWParams& hp) override {
     const SegmentTable& t = segment_table(segs);
     if (!t.total) return;
-    for (const AdamWSegment& sg : segs) wrote(p + sg.offset, sg.size), wrote(m + sg.offset, sg.size), wrote(v + sg.offset, sg.size);
+    wrote(p, t.extent), wrote(m, t.extent), wrote(v, t.extent);  // the gaps between segments too: harmless
     auto tm = prof_.time(K::adamw_update, 0, 28.0 * double(t.total));
     cuda::adamw_update_segments(p, m, v, g, t.segs.data(), t.start.data(), t.count, t.total, hp, s());
   }
@@ -424,7 +424,8 @@ class CudaBackend final : public Backend {
     Array<AdamWSegment> segs;
     Array<size_t> start;
     int count = 0;
-    size_t total = 0;
+    size_t total = 0;   // elements updated
+    size_t extent = 0;  // one past the last segment's end
   };
   // The device copy of a segment table (its non-empty segments and their starts), made on first use.
   const SegmentTable& segment_table(const std::vector<AdamWSegment>& segs) {
@@ -437,7 +438,9 @@ class CudaBackend final : public Backend {
     std::vector<AdamWSegment> nonempty;
     std::vector<size_t> start;
     for (const AdamWSegment& s : segs)
-      if (s.size) nonempty.push_back(s), start.push_back(t.total), t.total += s.size;
+      if (s.size)
+        nonempty.push_back(s), start.push_back(t.total), t.total += s.size,
+            t.extent = std::max(t.extent, s.offset + s.size);
     t.count = int(nonempty.size());
     if (!t.count) return t;
     t.segs = Array<AdamWSegment>(*this, nonempty.size());
