@@ -6,6 +6,7 @@
 // Without a CUDA device the whole suite reports itself skipped (exit 77) with cudaGetDeviceCount's reason.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE gpu_ops
+#include <array>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
 #include <cstdio>
@@ -615,6 +616,53 @@ BOOST_AUTO_TEST_CASE(producers_write_the_bf16_copy_to_bf16_gives) {
     cuda::activation_backward(db.as<float>(), dout_.as<float>(), in_.as<float>(), n, act, 0, o16.as<void>());
     check(da, db, "activation_backward");
   }
+}
+
+// The fused attention (fp32 kernels and tensor cores, forward and backward) and the cross-entropy's backward
+// also write their output's bf16 copy: the fp32 output unchanged by it, the copy to_bf16 of that output, every
+// element written (the copy's buffer is poisoned first).
+BOOST_AUTO_TEST_CASE(attention_and_crossentropy_write_the_bf16_copy) {
+  auto check = [](const cuda::Buffer& plain, const cuda::Buffer& with, const cuda::Buffer& copy, size_t n,
+                  const std::string& what) {
+    BOOST_TEST(host(plain) == host(with), what << ": fp32 output with and without the bf16 copy");
+    cuda::Buffer r16(n * 2);
+    cuda::to_bf16(r16.as<void>(), with.as<float>(), n);
+    BOOST_TEST((host_as<uint16_t>(copy) == host_as<uint16_t>(r16)), what << ": the copy is to_bf16 of the output");
+  };
+  auto poisoned16 = [](size_t n) {
+    cuda::Buffer b(n * 2);
+    b.fill_bytes(0xff);  // bf16 NaN
+    return b;
+  };
+  for (auto [B, T, C, H] : {std::array<int, 4>{2, 45, 64, 2}, {1, 70, 128, 2}, {2, 5, 48, 2}}) {
+    const size_t BT = size_t(B) * T;
+    Vec qkv = rnd(BT * 3 * C), dout = rnd(BT * C);
+    auto qkv_ = dev(qkv), dout_ = dev(dout);
+    for (bool tc : {false, true}) {
+      if (tc && !cuda::attention_tc_supported(C, H)) continue;
+      const std::string what = std::string(tc ? "tensor-core" : "fp32") + " attention C " + std::to_string(C) +
+                               " T " + std::to_string(T);
+      auto fwd = tc ? cuda::attention_tc_forward : cuda::attention_fused_forward;
+      auto bwd = tc ? cuda::attention_tc_backward : cuda::attention_fused_backward;
+      auto oa = poisoned(BT * C), ob = poisoned(BT * C), lse = poisoned(BT * H), o16 = poisoned16(BT * C);
+      fwd(oa.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr);
+      fwd(ob.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0, o16.as<void>());
+      check(oa, ob, o16, BT * C, what + " forward");
+      auto da = poisoned(BT * 3 * C), db = poisoned(BT * 3 * C), d16 = poisoned16(BT * 3 * C);
+      bwd(da.as<float>(), dout_.as<float>(), oa.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr);
+      bwd(db.as<float>(), dout_.as<float>(), oa.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0,
+          d16.as<void>());
+      check(da, db, d16, BT * 3 * C, what + " backward");
+    }
+  }
+  const int N = 33, V = 259;
+  Vec logits = rnd(size_t(N) * V, 3.0f);
+  auto logits_ = dev(logits), targets_ = dev(ints(N, V));
+  auto da = poisoned(size_t(N) * V), db = poisoned(size_t(N) * V), d16 = poisoned16(size_t(N) * V);
+  cuda::crossentropy_backward(da.as<float>(), logits_.as<float>(), targets_.as<int32_t>(), N, V, 0.25f);
+  cuda::crossentropy_backward(db.as<float>(), logits_.as<float>(), targets_.as<int32_t>(), N, V, 0.25f, 0,
+                              d16.as<void>());
+  check(da, db, d16, size_t(N) * V, "crossentropy_backward");
 }
 
 // AdamW over many tensors of one buffer in one launch (the optimizer's call): bit for bit the per-tensor updates,

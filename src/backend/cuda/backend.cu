@@ -12,6 +12,8 @@
 // weight-gradient GEMMs, an output gradient once for its two backward GEMMs. Every op drops the copies that
 // overlap what it writes (and alloc, release, upload, copy, zero, and written() for writes from outside, an NCCL
 // receive); a copy is only ever to_bf16 of the current values, so results are the same bits as without it.
+// Ops whose output is a GEMM operand next write its copy as they store the output (produce_copy), so only the
+// weights are rounded by a separate pass.
 // Costs device memory: half the bytes of each distinct operand buffer. STRATA_CUDA_OPERAND_CACHE=0 turns it off.
 #include <algorithm>
 #include <cstdlib>
@@ -177,31 +179,40 @@ class CudaBackend final : public Backend {
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
+    // The fused kernels write out's bf16 copy (the projection GEMM's operand) as they store out.
+    void* out16 = fused_ ? produce_copy(out, BT * C) : nullptr;
     // causal: half of QKᵀ and of PV; qkv read, out (and lse or probs) written
     auto t = prof_.time(K::attention_forward, 2.0 * BT * T * C,
-                        16.0 * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
+                        (out16 ? 18.0 : 16.0) * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
-    if (tensor_cores(C, H)) return cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s());
-    cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s());
+    if (tensor_cores(C, H))
+      cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s(), out16);
+    else
+      cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s(), out16);
+    produced(out, out16);
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(dqkv, BT * 3 * C);
+    void* dqkv16 = fused_ ? produce_copy(dqkv, BT * 3 * C) : nullptr;  // the QKV GEMMs' backward operand
     // five causal T×T×hs products (S again, dP, dV, dQ, dK); qkv, out, dout read, dqkv written
     auto t = prof_.time(K::attention_backward, 5.0 * BT * T * C,
-                        32.0 * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
+                        (dqkv16 ? 38.0 : 32.0) * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
-    if (tensor_cores(C, H)) return cuda::attention_tc_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
-    cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s());
+    if (tensor_cores(C, H))
+      cuda::attention_tc_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
+    else
+      cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
+    produced(dqkv, dqkv16);
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
     wrote(out, n);
@@ -225,8 +236,10 @@ class CudaBackend final : public Backend {
   void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V,
                              float scale) override {
     wrote(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));
-    auto t = prof_.time(K::crossentropy_backward, 0, 8.0 * N * V);
-    cuda::crossentropy_backward(dlogits, logits, targets, N, V, scale, s());
+    void* dlogits16 = produce_copy(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));  // the head GEMMs' operand
+    auto t = prof_.time(K::crossentropy_backward, 0, (dlogits16 ? 10.0 : 8.0) * N * V);
+    cuda::crossentropy_backward(dlogits, logits, targets, N, V, scale, s(), dlogits16);
+    produced(dlogits, dlogits16);
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {
@@ -513,7 +526,8 @@ class CudaBackend final : public Backend {
     return c.p;
   }
   // Where an op producing out[0, n) (already marked written) also writes its bf16 copy (LayerNorm, the
-  // activations: their outputs are mostly GEMM operands next): that copy's memory, or null (no cache); after the
+  // activations, the fused attention and the cross-entropy's backward: their outputs are mostly GEMM operands
+  // next): that copy's memory, or null (no cache); after the
   // op is queued, produced() makes it valid.
   void* produce_copy(const float* out, size_t n) { return caching(out, n) ? entry(out, n).p : nullptr; }
   void produced(const float* out, const void* out16) {

@@ -41,15 +41,16 @@ __global__ void ce_fwd(float* losses, const float* logits, const int32_t* target
   if (threadIdx.x == 0) losses[blockIdx.x] = logf(sum) + mx - z[targets[blockIdx.x]];
 }
 
-__global__ void ce_bwd(float* dlogits, const float* logits, const int32_t* targets, int V, float scale) {
+__global__ void ce_bwd(float* dlogits, void* dlogits16, const float* logits, const int32_t* targets, int V, float scale) {
   __shared__ float shared[kWarp];
   const float* z = logits + size_t(blockIdx.x) * V;
-  float* dz = dlogits + size_t(blockIdx.x) * V;
+  const size_t row = size_t(blockIdx.x) * V;
   float mx, sum;
   row_softmax_stats(z, V, &mx, &sum, shared);
   const float inv = scale / sum;
   const int t = targets[blockIdx.x];
-  for (int v = threadIdx.x; v < V; v += blockDim.x) dz[v] = expf(z[v] - mx) * inv - (v == t ? scale : 0.0f);
+  for (int v = threadIdx.x; v < V; v += blockDim.x)
+    store(dlogits, dlogits16, row + v, expf(z[v] - mx) * inv - (v == t ? scale : 0.0f));
 }
 
 }  // namespace
@@ -61,9 +62,9 @@ void crossentropy_forward(float* losses, const float* logits, const int32_t* tar
 }
 
 void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale,
-                           cudaStream_t s) {
+                           cudaStream_t s, void* dlogits16) {
   if (N <= 0) return;
-  ce_bwd<<<N, kThreads, 0, s>>>(dlogits, logits, targets, V, scale);
+  ce_bwd<<<N, kThreads, 0, s>>>(dlogits, dlogits16, logits, targets, V, scale);
   STRATA_CUDA_LAUNCHED();
 }
 

@@ -36,7 +36,7 @@ __device__ void load_kv(float* k, float* v, const float* base, int C, int j0, in
   __syncthreads();
 }
 
-__global__ void fwd(float* out, float* lse, const float* qkv, int T, int C, int H, float scale) {
+__global__ void fwd(float* out, void* out16, float* lse, const float* qkv, int T, int C, int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, i0 = blockIdx.y * tile, i = i0 + threadIdx.x;
@@ -60,9 +60,9 @@ __global__ void fwd(float* out, float* lse, const float* qkv, int T, int C, int 
     }
   }
   if (i >= T) return;
-  float* dst = out + (size_t(b) * T + i) * C + h * hs;
+  const size_t dst = (size_t(b) * T + i) * C + h * hs;
   const float inv = 1.0f / l;
-  for (int d = 0; d < hs; d++) dst[d] = o[threadIdx.x * st + d] * inv;
+  for (int d = 0; d < hs; d++) store(out, out16, dst + d, o[threadIdx.x * st + d] * inv);
   lse[size_t(bh) * T + i] = m + logf(l);
 }
 
@@ -78,7 +78,7 @@ __global__ void row_dot(float* D, const float* dout, const float* out, int B, in
 }
 
 // One thread per key row j: dv_j = Σ_{i≥j} p_ij dO_i, dk_j = Σ_{i≥j} ds_ij q_i · scale.
-__global__ void bwd_kv(float* dqkv, const float* dout, const float* lse, const float* D, const float* qkv, int T, int C,
+__global__ void bwd_kv(float* dqkv, void* dqkv16, const float* dout, const float* lse, const float* D, const float* qkv, int T, int C,
                        int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
@@ -116,15 +116,15 @@ __global__ void bwd_kv(float* dqkv, const float* dout, const float* lse, const f
     }
   }
   if (j >= T) return;
-  float* dst = dqkv + (size_t(b) * T + j) * 3 * C + h * hs;
+  const size_t dst = (size_t(b) * T + j) * 3 * C + h * hs;
   for (int d = 0; d < hs; d++) {
-    dst[C + d] = dk[threadIdx.x * st + d];
-    dst[2 * C + d] = dv[threadIdx.x * st + d];
+    store(dqkv, dqkv16, dst + C + d, dk[threadIdx.x * st + d]);
+    store(dqkv, dqkv16, dst + 2 * C + d, dv[threadIdx.x * st + d]);
   }
 }
 
 // One thread per query row i: dq_i = Σ_{j≤i} ds_ij k_j · scale.
-__global__ void bwd_q(float* dqkv, const float* dout, const float* lse, const float* D, const float* qkv, int T, int C,
+__global__ void bwd_q(float* dqkv, void* dqkv16, const float* dout, const float* lse, const float* D, const float* qkv, int T, int C,
                       int H, float scale) {
   extern __shared__ float sm[];
   const int hs = C / H, tile = blockDim.x, st = hs + 1;
@@ -150,8 +150,8 @@ __global__ void bwd_q(float* dqkv, const float* dout, const float* lse, const fl
     }
   }
   if (i >= T) return;
-  float* dst = dqkv + (size_t(b) * T + i) * 3 * C + h * hs;
-  for (int d = 0; d < hs; d++) dst[d] = dq[threadIdx.x * st + d];
+  const size_t dst = (size_t(b) * T + i) * 3 * C + h * hs;
+  for (int d = 0; d < hs; d++) store(dqkv, dqkv16, dst + d, dq[threadIdx.x * st + d]);
 }
 
 }  // namespace
@@ -174,17 +174,18 @@ float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int
   return D;
 }
 
-void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s,
+                             void* out16) {
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const size_t smem = smem_for(tile, hs, 4);
   allow_dynamic_smem(reinterpret_cast<const void*>(fwd), smem, "attention_fused", hs);
-  fwd<<<dim3(B * H, blocks_for(size_t(Tn), tile)), tile, smem, s>>>(out, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(hs)));
+  fwd<<<dim3(B * H, blocks_for(size_t(Tn), tile)), tile, smem, s>>>(out, out16, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(hs)));
   STRATA_CUDA_LAUNCHED();
 }
 
 void attention_fused_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                              int B, int Tn, int C, int H, cudaStream_t s) {
+                              int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16) {
   if (B <= 0 || Tn <= 0) return;
   const int hs = C / H, tile = tile_for(hs);
   const float scale = 1.0f / std::sqrt(float(hs));
@@ -193,9 +194,9 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_kv), smem_kv, "attention_fused", hs);
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_q), smem_q, "attention_fused", hs);
   const dim3 grid(B * H, blocks_for(size_t(Tn), tile));  // x: up to 2³¹−1 heads; y: up to 65535 tiles
-  bwd_kv<<<grid, tile, smem_kv, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
+  bwd_kv<<<grid, tile, smem_kv, s>>>(dqkv, dqkv16, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();
-  bwd_q<<<grid, tile, smem_q, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
+  bwd_q<<<grid, tile, smem_q, s>>>(dqkv, dqkv16, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();
 }
 

@@ -97,8 +97,8 @@ __host__ __device__ constexpr size_t fwd_smem() {
 }
 
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, float* lse, const float* qkv, int T, int C, int H,
-                                                    float scale) {
+__global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, void* out16, float* lse, const float* qkv, int T,
+                                                    int C, int H, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Carve cv{reinterpret_cast<char*>(smem_raw)};
   constexpr int ld = ld_tile<HS>(), ldo = HS + 4;
@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, float* lse, con
   }
   for (int e = lane; e < 16 * HS; e += kWarp) {
     const int r = e / HS, d = e % HS, i = wr0 + r;
-    if (i < T) out[(size_t(b) * T + i) * C + h * HS + d] = Ow[r * ldo + d] / l[w * 16 + r];
+    if (i < T) store(out, out16, (size_t(b) * T + i) * C + h * HS + d, Ow[r * ldo + d] / l[w * 16 + r]);
   }
   if (lane < 16 && wr0 + lane < T) lse[size_t(bh) * T + wr0 + lane] = m[w * 16 + lane] + logf(l[w * 16 + lane]);
 }
@@ -229,10 +229,10 @@ __device__ void load_row_stats(float* lse_s, float* D_s, const float* lse, const
   }
 }
 
-// Writes a warp's accumulators acc[HS/16] (16 rows × HS) to rows r0… (< T) of dst (row stride ld), through
-// the warp's fp32 staging tile st (16 × kLdS).
+// Writes a warp's accumulators acc[HS/16] (16 rows × HS) to rows r0… (< T) of dst + off (row stride ld), and
+// their bf16 copy to dst16 + off where given, through the warp's fp32 staging tile st (16 × kLdS).
 template <int HS>
-__device__ void store_rows(float* dst, size_t ld, int r0, int T, FragC* acc, float* st) {
+__device__ void store_rows(float* dst, void* dst16, size_t off, size_t ld, int r0, int T, FragC* acc, float* st) {
   const int lane = threadIdx.x % kWarp;
 #pragma unroll
   for (int d = 0; d < HS / 16; d++) {
@@ -241,7 +241,7 @@ __device__ void store_rows(float* dst, size_t ld, int r0, int T, FragC* acc, flo
     __syncwarp();
     for (int e = lane; e < 256; e += kWarp) {
       const int r = e / 16, c = e % 16;
-      if (r0 + r < T) dst[size_t(r0 + r) * ld + d * 16 + c] = st[r * kLdS + c];
+      if (r0 + r < T) store(dst, dst16, off + size_t(r0 + r) * ld + d * 16 + c, st[r * kLdS + c]);
     }
   }
 }
@@ -249,7 +249,7 @@ __device__ void store_rows(float* dst, size_t ld, int r0, int T, FragC* acc, flo
 // One block per 64 keys; warp w owns keys j0 + 16w … +15: dV = Σ_i Pᵀ·dO, dK = Σ_i dSᵀ·Q · scale over the
 // query tiles that can see them (i ≥ j).
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
                                                        const float* D, const float* qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -309,14 +309,14 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, const float
       }
     }
   }
-  float* dst = dqkv + size_t(b) * T * 3 * C + h * HS;
-  store_rows<HS>(dst + C, 3 * C, wj0, T, dk, Stw);
-  store_rows<HS>(dst + 2 * C, 3 * C, wj0, T, dv, Stw);
+  const size_t dst = size_t(b) * T * 3 * C + h * HS;
+  store_rows<HS>(dqkv, dqkv16, dst + C, 3 * C, wj0, T, dk, Stw);
+  store_rows<HS>(dqkv, dqkv16, dst + 2 * C, 3 * C, wj0, T, dv, Stw);
 }
 
 // One block per 64 query rows; warp w owns rows i0 + 16w … +15: dQ = Σ_j dS·K · scale over keys j ≤ i.
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
                                                       const float* D, const float* qkv, int T, int C, int H,
                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -371,29 +371,30 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, const float*
       }
     }
   }
-  store_rows<HS>(dqkv + size_t(b) * T * 3 * C + h * HS, 3 * C, wr0, T, dq, Sw);
+  store_rows<HS>(dqkv, dqkv16, size_t(b) * T * 3 * C + h * HS, 3 * C, wr0, T, dq, Sw);
 }
 
 template <int HS>
-void forward_hs(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void forward_hs(float* out, void* out16, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
   constexpr size_t smem = fwd_smem<HS>() + 128;  // + alignment slack for the carve-up's base
   allow_dynamic_smem(reinterpret_cast<const void*>(fwd_tc<HS>), smem, "attention_tc_forward", HS);
-  fwd_tc<HS><<<dim3(B * H, blocks_for(size_t(Tn), kRows)), kThreadsTc, smem, s>>>(out, lse, qkv, Tn, C, H, 1.0f / std::sqrt(float(HS)));
+  fwd_tc<HS><<<dim3(B * H, blocks_for(size_t(Tn), kRows)), kThreadsTc, smem, s>>>(out, out16, lse, qkv, Tn, C, H,
+                                                                                    1.0f / std::sqrt(float(HS)));
   STRATA_CUDA_LAUNCHED();
 }
 
 template <int HS>
-void backward_hs(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv, int B, int Tn,
-                 int C, int H, cudaStream_t s) {
+void backward_hs(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, const float* qkv,
+                 int B, int Tn, int C, int H, cudaStream_t s) {
   const float scale = 1.0f / std::sqrt(float(HS));
   const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
   constexpr size_t smem = bwd_smem<HS>() + 128;
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_kv_tc<HS>), smem, "attention_tc_backward", HS);
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_q_tc<HS>), smem, "attention_tc_backward", HS);
   const dim3 grid(B * H, blocks_for(size_t(Tn), kRows));
-  bwd_kv_tc<HS><<<grid, kThreadsTc, smem, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
+  bwd_kv_tc<HS><<<grid, kThreadsTc, smem, s>>>(dqkv, dqkv16, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();
-  bwd_q_tc<HS><<<grid, kThreadsTc, smem, s>>>(dqkv, dout, lse, D, qkv, Tn, C, H, scale);
+  bwd_q_tc<HS><<<grid, kThreadsTc, smem, s>>>(dqkv, dqkv16, dout, lse, D, qkv, Tn, C, H, scale);
   STRATA_CUDA_LAUNCHED();
 }
 
@@ -405,28 +406,29 @@ bool attention_tc_supported(int C, int H) {
   return hs == 16 || hs == 32 || hs == 64 || hs == 128;
 }
 
-void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s,
+                          void* out16) {
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_tc_supported(C, H), "attention_tc_forward: head size ", C / std::max(H, 1),
                " (C ", C, ", H ", H, ") is not 16, 32, 64 or 128");
   switch (C / H) {
-    case 16: return forward_hs<16>(out, lse, qkv, B, Tn, C, H, s);
-    case 32: return forward_hs<32>(out, lse, qkv, B, Tn, C, H, s);
-    case 64: return forward_hs<64>(out, lse, qkv, B, Tn, C, H, s);
-    default: return forward_hs<128>(out, lse, qkv, B, Tn, C, H, s);
+    case 16: return forward_hs<16>(out, out16, lse, qkv, B, Tn, C, H, s);
+    case 32: return forward_hs<32>(out, out16, lse, qkv, B, Tn, C, H, s);
+    case 64: return forward_hs<64>(out, out16, lse, qkv, B, Tn, C, H, s);
+    default: return forward_hs<128>(out, out16, lse, qkv, B, Tn, C, H, s);
   }
 }
 
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                           int B, int Tn, int C, int H, cudaStream_t s) {
+                           int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16) {
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_tc_supported(C, H), "attention_tc_backward: head size ", C / std::max(H, 1),
                " (C ", C, ", H ", H, ") is not 16, 32, 64 or 128");
   switch (C / H) {
-    case 16: return backward_hs<16>(dqkv, dout, out, lse, qkv, B, Tn, C, H, s);
-    case 32: return backward_hs<32>(dqkv, dout, out, lse, qkv, B, Tn, C, H, s);
-    case 64: return backward_hs<64>(dqkv, dout, out, lse, qkv, B, Tn, C, H, s);
-    default: return backward_hs<128>(dqkv, dout, out, lse, qkv, B, Tn, C, H, s);
+    case 16: return backward_hs<16>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
+    case 32: return backward_hs<32>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
+    case 64: return backward_hs<64>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
+    default: return backward_hs<128>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
   }
 }
 

@@ -92,18 +92,21 @@ void attention_backward(float* dqkv, const float* dout, const float* probs, cons
                         Precision p = Precision::fp32);
 
 // ---- flash_attention.cu: the same attention without the T×T matrix (memory O(T) per head): out [B,T,C] =,
-// lse [B,H,T] = (each query row's log-sum-exp, kept for the backward); dqkv [B,T,3C] = from out and lse ----
-void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+// lse [B,H,T] = (each query row's log-sum-exp, kept for the backward); dqkv [B,T,3C] = from out and lse. out16
+// and dqkv16 (bf16, where given) receive the bf16 copy of out / dqkv, as to_bf16 gives it. ----
+void attention_fused_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
+                             void* out16 = nullptr);
 void attention_fused_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                              int B, int Tn, int C, int H, cudaStream_t s = 0);
+                              int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
 
 // ---- flash_attention_tc.cu: the same fused attention on bf16 tensor cores (WMMA, fp32 accumulation): q, k, v,
 // dO, P and dS rounded to bfloat16 for their products; softmax, lse and accumulators fp32; inputs and outputs
 // fp32 in the layout above. Head sizes 16, 32, 64, 128 only (attention_tc_supported); others throw. ----
 bool attention_tc_supported(int C, int H);
-void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0);
+void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
+                          void* out16 = nullptr);
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                           int B, int Tn, int C, int H, cudaStream_t s = 0);
+                           int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
 
 // ---- elementwise.cu ----
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0,
@@ -129,8 +132,9 @@ void unfold(float* g, const double* acc, size_t n, cudaStream_t s = 0);
 
 // ---- crossentropy.cu ----
 void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V, cudaStream_t s = 0);
+// dlogits16 (bf16, where given): the copy of dlogits that to_bf16 gives (the head's backward GEMMs read it).
 void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V, float scale,
-                           cudaStream_t s = 0);
+                           cudaStream_t s = 0, void* dlogits16 = nullptr);
 
 // ---- reduce.cu: deterministic reductions into a device double (*out =), for the gradient norm and the
 // per-layer statistics; twins of cpu::sum_squares (= stats_sumsq), stats_maxabs, stats_sqdiff, attention_entropy,
