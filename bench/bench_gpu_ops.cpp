@@ -2,7 +2,9 @@
 // (issue 6's MFU target), fp32, bf16 (operands rounded at every call) and bf16 cached (operands rounded once, as
 // the CUDA backend's operand cache can give them): the four GEMMs forward (with its bias) and backward (TFLOP/s,
 // and % of the bf16 dense peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
-// against fused (no T×T matrix; fp32, and on bf16 tensor cores), with the memory each needs. Run by tests/gpu/check.sh; prints one line per op.
+// against fused (no T×T matrix; fp32, and on bf16 tensor cores: WMMA, and the register-resident mma.sync kernels
+// of STRATA_CUDA_ATTENTION=mma, each forward alone and forward + backward), with the memory each needs. Run by
+// tests/gpu/check.sh; prints one line per op.
 // Usage: bench_gpu_ops [--batch 8] [--seq 1024] [--d 1024] [--heads 16] [--peak-tflops X]
 #include <cuda_runtime_api.h>
 
@@ -111,17 +113,27 @@ int main(int argc, char** argv) {
   }, 3);
   std::printf("attention fused   fwd+bwd %8.3f ms %7.1f TFLOP/s, keeps %8.1f MiB (lse)\n", ms_f, flop / ms_f / 1e9,
               double(B) * H * T * 4 / 1048576);
-  if (cuda::attention_tc_supported(d, H)) {  // the bf16 mode's fused attention
-    double ms_t = time_ms([&] {
-      cuda::attention_tc_forward(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H);
-      cuda::attention_tc_backward(dqkv.as<float>(), dout.as<float>(), out.as<float>(), lse.as<float>(),
-                                  qkv.as<float>(), B, T, d, H);
+  // The bf16 mode's fused attention: forward alone (2 of the 7 causal products' FLOP), then forward + backward.
+  const double flop_fwd = 4.0 * B * T * T * d / 2;
+  auto tensor_cores = [&](const char* kind, auto fwd, auto bwd) {
+    const double ms_fwd = time_ms([&] { fwd(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H, nullptr, nullptr); }, 3);
+    const double ms_t = time_ms([&] {
+      fwd(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H, nullptr, nullptr);
+      bwd(dqkv.as<float>(), dout.as<float>(), out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H, nullptr,
+          nullptr);
     }, 3);
-    std::printf("attention fused bf16 tensor cores fwd+bwd %8.3f ms %7.1f TFLOP/s, %5.1f%% of the bf16 peak\n", ms_t,
-                flop / ms_t / 1e9, peak > 0 ? 100 * flop / ms_t / 1e9 / peak : 0.0);
-  } else {
-    std::printf("attention fused bf16 tensor cores: head size %d not supported (16, 32, 64, 128)\n", d / H);
-  }
+    std::printf("attention fused bf16 tensor cores %-4s fwd %8.3f ms %7.1f TFLOP/s | fwd+bwd %8.3f ms %7.1f TFLOP/s, "
+                "%5.1f%% of the bf16 peak\n", kind, ms_fwd, flop_fwd / ms_fwd / 1e9, ms_t, flop / ms_t / 1e9,
+                peak > 0 ? 100 * flop / ms_t / 1e9 / peak : 0.0);
+  };
+  if (cuda::attention_tc_supported(d, H))
+    tensor_cores("wmma", cuda::attention_tc_forward, cuda::attention_tc_backward);
+  else
+    std::printf("attention fused bf16 tensor cores wmma: head size %d not supported (16, 32, 64, 128)\n", d / H);
+  if (cuda::attention_mma_supported(d, H))
+    tensor_cores("mma", cuda::attention_mma_forward, cuda::attention_mma_backward);
+  else
+    std::printf("attention fused bf16 tensor cores mma: head size %d not supported (16, 32, 64)\n", d / H);
   size_t free_b = 0, total_b = 0;
   cudaMemGetInfo(&free_b, &total_b);
   if (probs * 4 < free_b / 2) {

@@ -5,17 +5,18 @@
 #   2. runs every GPU test: each CUDA op against its CPU twin (test_gpu_ops), the whole model on the GPU
 #      against the CPU for every norm placement (test_gpu_model), the NCCL transport (two GPUs);
 #   3. bench_gpu_ops: GEMM TFLOP/s in fp32 and bf16 against the bf16 peak, fused attention (fp32, and bf16
-#      tensor cores) against unfused;
+#      tensor cores: WMMA and the register-resident mma.sync kernels) against unfused;
 #   4. trains a 12-layer model (bench-12L) 5 steps on the CPU, then 20 more from that checkpoint on the CPU, on
-#      the GPU in fp32 and in bf16, as two pipeline stages and as two data-parallel replicas sharing the GPU
+#      the GPU in fp32 and in bf16 (WMMA, and mma.sync attention), as two pipeline stages and as two data-parallel replicas sharing the GPU
 #      over MPI (two GPUs: also over NCCL, ncclAllReduce for the replicas), and compares the per-step losses:
 #      GPU fp32 vs CPU within 1e-4 relative, bf16 vs fp32 within 2%, the MPI runs vs CPU within 1e-4, NCCL
 #      vs MPI the same (1e-7);
 #   5. prints tokens/s and MFU (against the GPU's dense bf16 peak) of bench-12L and of d = 1024, L = 24,
 #      T = 1024 in fp32 and bf16 with fused attention (bf16: on tensor cores), and bf16 with unfused (cuBLAS,
 #      TF32) attention
-#      (steady window: steps 11-20); d = 1024 bf16 once more without the bf16 operand cache, and 6 steps with
-#      log.gpu_profile (device time, calls, TFLOP/s and GB/s per op kind).
+#      (steady window: steps 11-20); d = 1024 bf16 once more without the bf16 operand cache, once with the mma.sync
+#      attention (STRATA_CUDA_ATTENTION=mma), and 6 steps with log.gpu_profile (device time, calls, TFLOP/s and
+#      GB/s per op kind).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
 #
 # Usage: tests/gpu/check.sh [--phase all|build|tests|train|speed] [BUILD_DIR]. The phases can run as separate
@@ -100,7 +101,7 @@ train() {  # DIR LOGNAME ARGS...: one run, its output in $WORK/LOGNAME.log
 compare() { "$PY" tests/gpu/compare_losses.py "$@" 6 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1; }
 if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WORK"/nccl2 "$WORK"/dp2* &&
   train "$WORK/start" start "$BIN" train $COMMON --set train.exit_interval=5; then
-  for r in cpu gpu32 gpu16 mpi2 nccl2 dp2mpi dp2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
+  for r in cpu gpu32 gpu16 gpu16mma mpi2 nccl2 dp2mpi dp2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
   R="--set checkpoint.resume=auto"
   train "$WORK/cpu" cpu "$BIN" train $COMMON $R
   train "$WORK/gpu32" gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -109,6 +110,11 @@ if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WO
     --set parallel.pipeline=2 --set parallel.transport=mpi
   compare "GPU fp32 vs CPU (20 steps)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
   compare "GPU bf16 vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
+  # The register-resident mma.sync attention (STRATA_CUDA_ATTENTION=mma; WMMA is the default until it is timed).
+  STRATA_CUDA_ATTENTION=mma train "$WORK/gpu16mma" gpu16mma "$BIN" train $COMMON $R --set train.device=cuda \
+    --set train.precision=bf16
+  compare "GPU bf16 with mma attention vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" \
+    "$WORK/gpu16mma/metrics.jsonl" 2e-2
   compare "2 stages, MPI transport (GPUs shared if fewer than 2), vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
   train "$WORK/dp2mpi" dp2mpi mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda \
     --set parallel.data=2 --set train.micro_batch_size=4 --set parallel.transport=mpi
@@ -156,6 +162,11 @@ if want speed; then
   if STRATA_CUDA_OPERAND_CACHE=0 train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=20; then
     line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
     say "d1024-L24-T1024 bf16, operand cache off: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
+  fi
+  name=speed-d1024-L24-T1024-bf16-mma
+  if STRATA_CUDA_ATTENTION=mma train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=20; then
+    line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
+    say "d1024-L24-T1024 bf16, mma attention: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
   fi
   name=profile-d1024-L24-T1024-bf16
   if train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=6 --set log.gpu_profile=true; then

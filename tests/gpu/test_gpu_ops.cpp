@@ -97,6 +97,19 @@ void expect_close(const Vec& got, const Vec& want, double tol, const char* what)
   BOOST_TEST(err <= tol * std::max(scale, 1e-30), what << ": max error " << err << " against max |value| " << scale);
 }
 
+// x rounded to bf16 (to nearest, ties to even; finite x): its bits, and back as a float.
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+float bf16_value(uint16_t bits) {
+  const uint32_t u = uint32_t(bits) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
 }  // namespace
 
 BOOST_TEST_GLOBAL_FIXTURE(RequireGpu);
@@ -293,6 +306,56 @@ BOOST_AUTO_TEST_CASE(tensor_core_attention_against_cpu) {
                                 qkv_.as<float>(), B, T, C, H);
     expect_close(host(dqkv_), dqkv, 2e-2, ("attention_tc_backward dqkv, " + at).c_str());
     BOOST_TEST_MESSAGE("tensor-core attention hs " << hs << " T " << T << ": checked");
+  }
+}
+
+// The fragment layout of mma.sync m16n8k16 (mma.cuh) that the register-resident attention relies on: one warp's
+// d += a·b against the product in double, for random bf16 tiles. On a GPU this is the hardware's layout; on the
+// emulator, its model of the PTX ISA's table.
+BOOST_AUTO_TEST_CASE(mma_fragment_layout_against_cpu) {
+  for (int rep = 0; rep < 3; rep++) {
+    Vec a = rnd(16 * 16, 2.0f), bt = rnd(8 * 16, 2.0f), c = rnd(16 * 8);
+    std::vector<uint16_t> a16(a.size()), bt16(bt.size());
+    for (size_t i = 0; i < a.size(); i++) a16[i] = bf16_bits(a[i]), a[i] = bf16_value(a16[i]);
+    for (size_t i = 0; i < bt.size(); i++) bt16[i] = bf16_bits(bt[i]), bt[i] = bf16_value(bt16[i]);
+    auto a_ = dev(a16), bt_ = dev(bt16), d_ = dev(c);
+    cuda::mma_tile_product(d_.as<float>(), a_.as<void>(), bt_.as<void>());
+    const Vec d = host(d_);
+    double worst = 0;
+    for (int i = 0; i < 16; i++)
+      for (int j = 0; j < 8; j++) {
+        double s = c[i * 8 + j], mag = std::fabs(s);
+        for (int k = 0; k < 16; k++) s += double(a[i * 16 + k]) * bt[j * 16 + k], mag += std::fabs(a[i * 16 + k] * bt[j * 16 + k]);
+        worst = std::max(worst, std::fabs(d[i * 8 + j] - s) / mag);
+      }
+    BOOST_TEST(worst < 1e-5, "mma m16n8k16: largest error " << worst << " of the terms' magnitude");
+  }
+}
+
+// The register-resident (mma.sync) attention against the CPU: the bound of the WMMA kernels (2e-2 of the largest
+// magnitude). Head sizes 16, 32, 64; T below a tile, one tile, and several key tiles per row tile.
+BOOST_AUTO_TEST_CASE(mma_attention_against_cpu) {
+  BOOST_TEST(cuda::attention_mma_supported(128, 2));
+  BOOST_TEST(!cuda::attention_mma_supported(128, 1));
+  BOOST_TEST(!cuda::attention_mma_supported(96, 2));
+  for (auto [C, H, T] : {std::tuple{32, 2, 45}, std::tuple{64, 2, 64}, std::tuple{128, 2, 150}, std::tuple{64, 4, 5},
+                         std::tuple{16, 1, 130}, std::tuple{128, 4, 70}}) {
+    const int B = 2;
+    BOOST_TEST_REQUIRE(cuda::attention_mma_supported(C, H));
+    Vec qkv = rnd(size_t(B) * T * 3 * C), dout = rnd(size_t(B) * T * C);
+    Vec out(size_t(B) * T * C), probs(size_t(B) * H * T * T), dqkv(size_t(B) * T * 3 * C);
+    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
+    cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
+    auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(size_t(B) * H * T);
+    auto ref_lse = poisoned(size_t(B) * H * T), ref_out = poisoned(out.size()), dqkv_ = poisoned(dqkv.size());
+    cuda::attention_fused_forward(ref_out.as<float>(), ref_lse.as<float>(), qkv_.as<float>(), B, T, C, H);
+    cuda::attention_mma_forward(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H);
+    const std::string at = strata::str("C ", C, " H ", H, " T ", T);
+    expect_close(host(out_), out, 2e-2, ("attention_mma_forward out, " + at).c_str());
+    expect_close(host(lse_), host(ref_lse), 2e-2, ("attention_mma_forward lse (against the fp32 kernel), " + at).c_str());
+    cuda::attention_mma_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
+                                 qkv_.as<float>(), B, T, C, H);
+    expect_close(host(dqkv_), dqkv, 2e-2, ("attention_mma_backward dqkv, " + at).c_str());
   }
 }
 

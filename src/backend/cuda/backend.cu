@@ -52,7 +52,11 @@ class CudaBackend final : public Backend {
  public:
   // The device is set before the stream (a member after name_) is created on it.
   CudaBackend(int device, Precision precision, bool fused_attention)
-      : precision_(precision), fused_(fused_attention), name_(select(device)), memo_(operand_cache_enabled()) {}
+      : precision_(precision),
+        fused_(fused_attention),
+        mma_(mma_attention_selected()),
+        name_(select(device)),
+        memo_(operand_cache_enabled()) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
@@ -189,7 +193,9 @@ class CudaBackend final : public Backend {
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
-    if (tensor_cores(C, H))
+    if (mma_attention(C, H))
+      cuda::attention_mma_forward(out, lse, qkv, B, T, C, H, s(), out16);
+    else if (tensor_cores(C, H))
       cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s(), out16);
     else
       cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s(), out16);
@@ -208,7 +214,9 @@ class CudaBackend final : public Backend {
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
-    if (tensor_cores(C, H))
+    if (mma_attention(C, H))
+      cuda::attention_mma_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
+    else if (tensor_cores(C, H))
       cuda::attention_tc_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
     else
       cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
@@ -409,6 +417,17 @@ class CudaBackend final : public Backend {
   bool tensor_cores(int C, int H) const {
     return precision_ == Precision::bf16 && cuda::attention_tc_supported(C, H);
   }
+  // STRATA_CUDA_ATTENTION=mma: those of head size 16, 32 or 64 on the register-resident mma.sync kernels
+  // (flash_attention_mma.cu) instead of WMMA (the default, wmma, until a GPU has timed both: docs/gpu.md).
+  static bool mma_attention_selected() {
+    const char* e = std::getenv("STRATA_CUDA_ATTENTION");
+    if (!e || !*e || std::strcmp(e, "wmma") == 0) return false;
+    STRATA_CHECK(std::strcmp(e, "mma") == 0, "environment STRATA_CUDA_ATTENTION = '", e, "': expected wmma or mma");
+    return true;
+  }
+  bool mma_attention(int C, int H) const {
+    return mma_ && precision_ == Precision::bf16 && cuda::attention_mma_supported(C, H);
+  }
   // The reductions' device doubles: scratch slot 5 of the stream (blas.cuh), at least n of them.
   double* slots(size_t n) {
     return static_cast<double*>(cuda::scratch(5, std::max<size_t>(n, 16) * sizeof(double), s()));
@@ -574,6 +593,7 @@ class CudaBackend final : public Backend {
 
   Precision precision_;
   bool fused_;
+  bool mma_;  // STRATA_CUDA_ATTENTION=mma
   std::string name_;
   Stream stream_;
   bool memo_;

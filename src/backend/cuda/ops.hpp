@@ -108,6 +108,18 @@ void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int T
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
                            int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
 
+// ---- flash_attention_mma.cu: the same bf16 tensor-core attention with scores, probabilities and accumulators in
+// registers (mma.sync m16n8k16, FlashAttention-2's form): same contract, rounding points and bounds as the
+// WMMA kernels above. Head sizes 16, 32, 64 (attention_mma_supported); others throw. ----
+bool attention_mma_supported(int C, int H);
+void attention_mma_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
+                           void* out16 = nullptr);
+void attention_mma_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
+                            int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
+// d [16×8] += a [16×16] · b [16×8] on one warp's tensor cores through mma_bf16_16816 (mma.cuh), all row-major,
+// a and bᵀ [8×16] bf16: a test of the fragment layout the mma kernels rely on.
+void mma_tile_product(float* d, const void* a, const void* bt, cudaStream_t s = 0);
+
 // ---- elementwise.cu ----
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0,
                         void* out16 = nullptr);

@@ -254,3 +254,57 @@ void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M,
   d = out;
 }
 }  // namespace nvcuda::wmma
+
+// ---- mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix Fragments for mma.m16n8k16") ----
+// The kernels reach it through mma_bf16_16816 (backend/cuda/mma.cuh), which is inline PTX on a GPU and this
+// function here. Each lane holds the fragment elements the PTX ISA assigns it (groupID g = lane / 4,
+// threadID_in_group t = lane % 4; a register's low 16 bits hold the lower column / row index):
+//   A 16×16 (row):  a[0] = A[g][2t, 2t+1]   a[1] = A[g+8][2t, 2t+1]   a[2] = A[g][2t+8, 2t+9]   a[3] = A[g+8][2t+8, 2t+9]
+//   B 16×8 (col):   b0 = B[2t, 2t+1][g]     b1 = B[2t+8, 2t+9][g]
+//   C, D 16×8:      d[0], d[1] = D[g][2t, 2t+1]   d[2], d[3] = D[g+8][2t, 2t+1]
+// Every lane's registers are gathered through a per-warp exchange between two warp barriers (so all lanes must
+// arrive, as on a GPU), the tiles rebuilt, and each lane's four results computed as the WMMA emulation does:
+// exact products summed in float in k order, starting from d.
+#define STRATA_CUDA_EMULATED_MMA 1
+namespace emu {
+inline float bf16_bits_to_float(uint32_t bits16) {
+  const uint32_t f = bits16 << 16;
+  float v;
+  std::memcpy(&v, &f, 4);
+  return v;
+}
+inline void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  // The block's threads are fibers of one host thread and blocks run one after another: a static array is the
+  // running block's, like shared memory. Indexed by the warp within the block (at most 1024 threads).
+  static uint32_t exchange[32][32][6];
+  const uint3 tid = thread_idx();
+  const dim3 bd = block_dim();
+  const unsigned linear = tid.x + bd.x * (tid.y + bd.y * tid.z), warp = linear / 32;
+  uint32_t* mine = exchange[warp][lane()];
+  for (int k = 0; k < 4; k++) mine[k] = a[k];
+  mine[4] = b0, mine[5] = b1;
+  syncwarp();  // every lane's registers are in place
+  float A[16][16], B[16][8];
+  for (int src = 0; src < 32; src++) {
+    const uint32_t* ra = exchange[warp][src];
+    const uint32_t* rb = ra + 4;
+    const int g = src / 4, t = src % 4;
+    for (int h = 0; h < 2; h++) {  // h: the low (0) or high (1) half of a register
+      A[g][2 * t + h] = bf16_bits_to_float(ra[0] >> (16 * h) & 0xffffu);
+      A[g + 8][2 * t + h] = bf16_bits_to_float(ra[1] >> (16 * h) & 0xffffu);
+      A[g][2 * t + 8 + h] = bf16_bits_to_float(ra[2] >> (16 * h) & 0xffffu);
+      A[g + 8][2 * t + 8 + h] = bf16_bits_to_float(ra[3] >> (16 * h) & 0xffffu);
+      B[2 * t + h][g] = bf16_bits_to_float(rb[0] >> (16 * h) & 0xffffu);
+      B[2 * t + 8 + h][g] = bf16_bits_to_float(rb[1] >> (16 * h) & 0xffffu);
+    }
+  }
+  const int g = lane() / 4, t = lane() % 4;
+  for (int e = 0; e < 4; e++) {
+    const int r = g + (e / 2) * 8, c = 2 * t + e % 2;
+    float s = d[e];
+    for (int k = 0; k < 16; k++) s += A[r][k] * B[k][c];
+    d[e] = s;
+  }
+  syncwarp();  // every lane has read the exchange before the warp's next product writes it
+}
+}  // namespace emu

@@ -8,6 +8,8 @@
 # stages, each with the backend's bf16 operand cache and without it (STRATA_CUDA_OPERAND_CACHE=0): the same losses
 # to the 9 digits metrics.jsonl keeps. The cached bf16 runs also time every op (log.gpu_profile): each stage's
 # table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
+# bf16 with the register-resident mma.sync attention (STRATA_CUDA_ATTENTION=mma) within 2% of fp32, and close to
+# the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -33,12 +35,13 @@ run() {  # NAME ARGS...
   fi
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
-for r in cpu gpu32 gpu16 gpu16plain mpi2 mpi2b16 mpi2b16plain; do cp -r "$WORK/start" "$WORK/$r"; done
+for r in cpu gpu32 gpu16 gpu16plain gpu16mma mpi2 mpi2b16 mpi2b16plain; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
 run gpu16 "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 --set log.gpu_profile=true
 STRATA_CUDA_OPERAND_CACHE=0 run gpu16plain "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
+STRATA_CUDA_ATTENTION=mma run gpu16mma "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
 run mpi2 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=mpi
 STAGES2="--set train.device=cuda --set train.precision=bf16 --set parallel.pipeline=2 --set parallel.transport=mpi"
@@ -48,6 +51,8 @@ grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
 cmp() { "$PY" tests/gpu/compare_losses.py "$@" 3 || rc=1; }
 cmp "emulated GPU fp32 vs CPU (steps 3-6)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
 cmp "emulated GPU bf16 vs fp32 (steps 3-6)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
+cmp "emulated GPU bf16, mma attention, vs fp32" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16mma/metrics.jsonl" 2e-2
+cmp "emulated GPU bf16, mma attention, vs WMMA attention" "$WORK/gpu16/metrics.jsonl" "$WORK/gpu16mma/metrics.jsonl" 1e-3
 cmp "2 stages on one emulated GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
 cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
