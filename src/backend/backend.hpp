@@ -136,6 +136,13 @@ class Backend {
   }
   virtual void stats_flush() {}
 
+  // [p, p + n) (inside one alloc() block) holds activations that only GEMMs (as bf16 operands), the activation
+  // functions, their backward and max-abs statistics read, and only GEMMs and the activations write: a backend
+  // computing in bf16 may keep them in bf16 alone (the CUDA backend: the feed-forward hidden activations and
+  // their gradients, half the bytes moved; PyTorch's autocast keeps them so too). Any other op given such memory
+  // fails there. The CPU's default: nothing changes.
+  virtual void keep_bf16(const float* p, size_t n) { (void)p, (void)n; }
+
   // Device memory the backend holds beside the buffers it was asked to alloc(): the CUDA backend's bf16 GEMM
   // operand copies (its scratch not counted).
   virtual size_t extra_bytes() const { return 0; }

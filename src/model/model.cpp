@@ -118,8 +118,12 @@ void Model::reserve_scratch(int B, int T) {
   cap_T_ = std::max(T, cap_T_);
   const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
-  dmid_ = Array<float>(*be_, N * std::max(d, F));
-  dm1_ = Array<float>(*be_, N * std::max(3 * d, F));
+  dmid_ = Array<float>(*be_, N * d);
+  dm1_ = Array<float>(*be_, N * 3 * d);
+  dmid_ffn_ = Array<float>(*be_, N * F);
+  dm1_ffn_ = Array<float>(*be_, N * F);
+  be_->keep_bf16(dmid_ffn_.data(), N * F);
+  be_->keep_bf16(dm1_ffn_.data(), N * F);
   dlogits_ = Array<float>(*be_, range.head ? N * cfg.vocab : 0);
 }
 
@@ -165,6 +169,12 @@ int Model::acquire(int B, int T) {
     }
     take(s->dx, N * d);
     if (!pass) s->arena = Array<float>(*be_, off);
+  }
+  // The feed-forward's hidden activations (pre- and post-activation [N, d_ffn]) are read only by its GEMMs, the
+  // activation and its backward, and max-abs statistics: a bf16 backend may keep them in bf16 only.
+  for (int i = 1; i < 2 * nblocks(); i += 2) {
+    be_->keep_bf16(s->acts[i].m1, N * F);
+    be_->keep_bf16(s->acts[i].mid, N * F);
   }
   s->tokens = Array<int32_t>(*be_, N);
   s->targets = Array<int32_t>(*be_, N);
@@ -279,11 +289,12 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
     df = df_keep;
   }
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
-  be_->matmul_backward_input(dmid_.data(), df, p.w2, N, IC2, d, false);  // [N,IC2]
+  float* dmid = attn ? dmid_.data() : dmid_ffn_.data();
+  be_->matmul_backward_input(dmid, df, p.w2, N, IC2, d, false);  // [N,IC2]
   if (attn)
-    be_->attention_backward(dm1, dmid_.data(), a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
+    be_->attention_backward(dm1, dmid, a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
-    be_->activation_backward(dm1, dmid_.data(), a.m1, size_t(N) * F, act_);  // [N,F]
+    be_->activation_backward(dm1, dmid, a.m1, size_t(N) * F, act_);  // [N,F]
   if (nf.ln_in) {  // dx = α·ds + LN_in's gradient
     be_->matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
     be_->layernorm_backward_residual(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N,
@@ -384,10 +395,12 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       s.wdm1.resize(2 * nblocks());
       s.wdf[i].reserve(*be_, size_t(s.B) * s.T * d);
       s.wdm1[i].reserve(*be_, size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn));
+      if (!attn) be_->keep_bf16(s.wdm1[i].data(), s.wdm1[i].size());
       sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {
-      const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, nullptr, dm1_.data());
-      sub_backward_weight(attn, nf, g, a, df, dm1_.data(), B, T);
+      float* dm1 = attn ? dm1_.data() : dm1_ffn_.data();
+      const float* df = sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, nullptr, dm1);
+      sub_backward_weight(attn, nf, g, a, df, dm1, B, T);
     }
     dcur = dnext;
     if (on_sublayer) on_sublayer();

@@ -159,7 +159,9 @@ class Model {
   int single_slot_ = -1;  // slot used by forward()/backward()
   std::vector<bool> norm_tensors_;  // tensors[k] is a LayerNorm gain or bias
   int cap_B_ = 0, cap_T_ = 0;
-  Array<float> sa_, sb_, ds_, df_, dmid_, dm1_, du_, dlogits_;  // backward scratch
+  // Backward scratch. The feed-forward's ∂/∂mid and ∂/∂m1 [N, d_ffn] apart from attention's: the backend may keep
+  // them in bf16 only (Backend::keep_bf16), so no op reads them as fp32.
+  Array<float> sa_, sb_, ds_, df_, dmid_, dm1_, dmid_ffn_, dm1_ffn_, du_, dlogits_;
 };
 
 }  // namespace strata

@@ -261,19 +261,25 @@ std::string tflops(double flop_per_s) {
   std::snprintf(b, sizeof b, "%.3g TF/s", flop_per_s / 1e12);
   return b;
 }
-// log.gpu_profile's table for one rank: a header with the ops' device time against the span it covered, then
-// every op kind that ran, slowest first, with its share, TFLOP/s where it computes and GB/s of its least traffic.
+// log.gpu_profile's table for one rank: a header with the ops' device time against the span it covered and their
+// least memory traffic per step (all ops, and outside the GEMMs), then every op kind that ran, slowest first, with
+// its share, TFLOP/s where it computes and GB/s of its least traffic.
 std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const std::string& who, int64_t steps) {
   std::vector<OpTime> ops(prof.begin(), prof.end() - (prof.empty() ? 0 : 1));
   const double span = prof.empty() ? 0 : prof.back().ms;
-  double busy = 0;
-  for (const OpTime& o : ops) busy += o.ms;
+  double busy = 0, bytes = 0, gemm_bytes = 0;
+  for (const OpTime& o : ops) {
+    busy += o.ms, bytes += o.bytes;
+    if (o.op.rfind("matmul_", 0) == 0) gemm_bytes += o.bytes;
+  }
+  const double per_step = steps > 0 ? 1.0 / double(steps) : 0.0;
   std::vector<std::string> out;
-  char line[256];
+  char line[320];
   std::snprintf(line, sizeof line,
-                "gpu profile, %s, %lld step(s): %.1f ms in ops over a %.1f ms span (%.0f%% busy), %.2f ms per step",
+                "gpu profile, %s, %lld step(s): %.1f ms in ops over a %.1f ms span (%.0f%% busy), %.2f ms per step; "
+                "least traffic %.3f GB per step, %.3f GB outside GEMMs",
                 who.c_str(), static_cast<long long>(steps), busy, span, span > 0 ? 100 * busy / span : 0.0,
-                steps > 0 ? busy / double(steps) : 0.0);
+                busy * per_step, bytes * per_step / 1e9, (bytes - gemm_bytes) * per_step / 1e9);
   out.push_back(line);
   std::stable_sort(ops.begin(), ops.end(), [](const OpTime& a, const OpTime& b) { return a.ms > b.ms; });
   for (const OpTime& o : ops) {

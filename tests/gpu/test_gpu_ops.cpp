@@ -6,6 +6,7 @@
 // Without a CUDA device the whole suite reports itself skipped (exit 77) with cudaGetDeviceCount's reason.
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE gpu_ops
+#include <algorithm>
 #include <array>
 #include <boost/test/unit_test.hpp>
 #include <cmath>
@@ -754,6 +755,85 @@ BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
     BOOST_TEST((get(be, va) == get(be, vb)), "second moments after step " << step);
   }
   BOOST_TEST((get(be, pa) != p0), "the update changed the parameters");
+}
+
+// Buffers kept in bf16 only (Backend::keep_bf16: the feed-forward's hidden activations and their gradients, in
+// bf16 with the operand cache): the feed-forward's forward and backward through them within 2e-2 of the largest
+// magnitude of the same ops on fp32 buffers (STRATA_CUDA_BF16_ACTIVATIONS=0), their fp32 memory never written
+// (zero as allocated), and every op that would read or write their fp32 values refused with a one-line error.
+BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
+  const int N = 37, IC = 64, F = 96;
+  Vec x = rnd(size_t(N) * IC), w1 = rnd(size_t(IC) * F, 0.2f), b1 = rnd(F), w2 = rnd(size_t(F) * IC, 0.2f), b2 = rnd(IC),
+      dy = rnd(size_t(N) * IC);
+  struct Out {
+    Vec f, dx, dw1, db1, dw2, db2;
+    double max_m1 = 0, max_mid = 0;
+  } out[2];
+  setenv("STRATA_CUDA_BF16_ACTIVATIONS", "0", 1);
+  auto fp32_stored = make_cuda_backend(0, Precision::bf16);
+  unsetenv("STRATA_CUDA_BF16_ACTIVATIONS");
+  auto kept = make_cuda_backend(0, Precision::bf16);
+  for (int k = 0; k < 2; k++) {
+    Backend& be = k ? *kept : *fp32_stored;
+    auto x_ = put(be, x), w1_ = put(be, w1), b1_ = put(be, b1), w2_ = put(be, w2), b2_ = put(be, b2), dy_ = put(be, dy);
+    Array<float> m1(be, size_t(N) * F), mid(be, size_t(N) * F), dmid(be, size_t(N) * F), dm1(be, size_t(N) * F);
+    Array<float> f(be, size_t(N) * IC), dx(be, size_t(N) * IC), dw1(be, size_t(IC) * F), db1(be, F),
+        dw2(be, size_t(F) * IC), db2(be, IC);
+    for (auto* a : {&m1, &mid, &dmid, &dm1}) be.keep_bf16(a->data(), a->size());
+    if (k) {  // read before anything wrote it: refused
+      Array<float> fresh(be, size_t(N) * F), o(be, size_t(N) * F);
+      be.keep_bf16(fresh.data(), fresh.size());
+      BOOST_CHECK_THROW(be.activation_forward(o.data(), fresh.data(), fresh.size(), cpu::Activation::gelu_tanh),
+                        strata::Error);
+    }
+    be.matmul_forward(m1.data(), x_.data(), w1_.data(), b1_.data(), N, IC, F);
+    be.activation_forward(mid.data(), m1.data(), mid.size(), cpu::Activation::gelu_tanh);
+    be.matmul_forward(f.data(), mid.data(), w2_.data(), b2_.data(), N, F, IC);
+    out[k].max_m1 = be.stats_maxabs(m1.data(), m1.size());
+    out[k].max_mid = be.stats_maxabs(mid.data(), mid.size());
+    be.matmul_backward_input(dmid.data(), dy_.data(), w2_.data(), N, F, IC, false);
+    be.activation_backward(dm1.data(), dmid.data(), m1.data(), dm1.size(), cpu::Activation::gelu_tanh);
+    be.matmul_backward_input(dx.data(), dm1.data(), w1_.data(), N, IC, F, false);
+    be.matmul_backward_weight(dw1.data(), db1.data(), dm1.data(), x_.data(), N, IC, F);
+    be.matmul_backward_weight(dw2.data(), db2.data(), dy_.data(), mid.data(), N, F, IC);
+    out[k].f = get(be, f), out[k].dx = get(be, dx), out[k].dw1 = get(be, dw1), out[k].db1 = get(be, db1);
+    out[k].dw2 = get(be, dw2), out[k].db2 = get(be, db2);
+    if (!k) continue;
+    be.synchronize();
+    for (auto* a : {&m1, &mid, &dmid, &dm1}) {  // raw fp32 memory, past the backend's guard
+      Vec raw(a->size(), 1.0f);
+      BOOST_REQUIRE(cudaMemcpy(raw.data(), a->data(), raw.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+      BOOST_TEST(std::all_of(raw.begin(), raw.end(), [](float v) { return v == 0.0f; }),
+                 "the fp32 memory of a buffer kept in bf16 is never written");
+    }
+    Vec host_m1(m1.size());
+    Array<float> lo(be, size_t(N) * F), mean(be, N), rstd(be, N), g(be, F);
+    auto refused = [](auto&& call, const char* op) {
+      try {
+        call();
+        BOOST_ERROR(op << " of a buffer kept in bf16 was not refused");
+      } catch (const strata::Error& e) {
+        const std::string m = e.what();
+        BOOST_TEST((m.find(op) != std::string::npos && m.find('\n') == std::string::npos), m);
+      }
+    };
+    refused([&] { be.download(host_m1.data(), m1.data(), host_m1.size() * sizeof(float)); }, "download");
+    refused([&] { be.layernorm_forward(lo.data(), mean.data(), rstd.data(), m1.data(), g.data(), g.data(), N, F, 1e-5); },
+            "layernorm_forward");
+    refused([&] { be.residual_forward(mid.data(), lo.data(), 1.0f, lo.data(), lo.size()); }, "residual_forward");
+    refused([&] { be.copy(lo.data(), dm1.data(), lo.size() * sizeof(float)); }, "copy");
+    refused([&] { be.matmul_backward_input(dmid.data(), dy_.data(), w2_.data(), N, F, IC, true); },
+            "matmul_backward_input");
+  }
+  expect_close(out[1].f, out[0].f, 2e-2, "kept: forward output");
+  expect_close(out[1].dx, out[0].dx, 2e-2, "kept: input gradient");
+  expect_close(out[1].dw1, out[0].dw1, 2e-2, "kept: dw1");
+  expect_close(out[1].db1, out[0].db1, 2e-2, "kept: db1 (from the bf16 gradient)");
+  expect_close(out[1].dw2, out[0].dw2, 2e-2, "kept: dw2");
+  expect_close(out[1].db2, out[0].db2, 2e-2, "kept: db2");
+  BOOST_TEST(std::fabs(out[1].max_m1 - out[0].max_m1) <= 8e-3 * out[0].max_m1, "max |m1| of the bf16 values");
+  BOOST_TEST(std::fabs(out[1].max_mid - out[0].max_mid) <= 8e-3 * out[0].max_mid, "max |mid| of the bf16 values");
+  BOOST_TEST(out[1].f != out[0].f, "kept in bf16 rounds the hidden activations");
 }
 
 // The sub-layer's input gradient in one pass (layernorm_backward_residual): the bits of scale_copy then

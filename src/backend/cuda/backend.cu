@@ -19,9 +19,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/cuda/blas.cuh"
@@ -56,7 +58,8 @@ class CudaBackend final : public Backend {
         fused_(fused_attention),
         mma_(mma_attention_selected()),
         name_(select(device)),
-        memo_(operand_cache_enabled()) {}
+        memo_(operand_cache_enabled()),
+        keep_(memo_ && env_on("STRATA_CUDA_BF16_ACTIVATIONS")) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
@@ -101,6 +104,7 @@ class CudaBackend final : public Backend {
   }
   void written(const void* p, size_t bytes) override { wrote_bytes(p, bytes); }
   void upload(void* dst, const void* host_src, size_t bytes) override {
+    plain("upload", {{dst, bytes}});
     if (!bytes) return;
     wrote_bytes(dst, bytes);
     auto t = prof_.time(K::host_transfers, 0, double(bytes));
@@ -108,17 +112,20 @@ class CudaBackend final : public Backend {
     STRATA_CUDA_CHECK(cudaStreamSynchronize(s()));
   }
   void download(void* host_dst, const void* src, size_t bytes) override {
+    plain("download", {{src, bytes}});
     if (!bytes) return;
     auto t = prof_.time(K::host_transfers, 0, double(bytes));
     to_host(host_dst, src, bytes);
   }
   void copy(void* dst, const void* src, size_t bytes) override {
+    plain("copy", {{dst, bytes}, {src, bytes}});
     if (!bytes || dst == src) return;
     wrote_bytes(dst, bytes);
     auto t = prof_.time(K::copy_zero, 0, 2.0 * bytes);
     STRATA_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s()));
   }
   void zero(void* p, size_t bytes) override {
+    plain("zero", {{p, bytes}});
     if (!bytes) return;
     wrote_bytes(p, bytes);
     auto t = prof_.time(K::copy_zero, 0, double(bytes));
@@ -127,35 +134,50 @@ class CudaBackend final : public Backend {
   void synchronize() override { STRATA_CUDA_CHECK(cudaStreamSynchronize(s())); }
 
   // ---- model ops ----
+  // A buffer kept in bf16 only (keep_bf16) reaches the strata::cuda ops as a null fp32 pointer beside its copy.
   void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) override {
     if (N <= 0) return;
+    const bool ko = kept(out, size_t(N) * OC), ki = kept(in, size_t(N) * IC);
     // Operands rounded before the output is marked: were out to overlap one, its fresh copy would go stale.
     const void *in16 = bf16_of(in, size_t(N) * IC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(out, size_t(N) * OC);
-    auto t = prof_.time(K::matmul_forward, 2.0 * N * IC * OC, gemm_bytes(N, IC, OC, 4.0 * N * OC + (b ? 4.0 * OC : 0)));
-    cuda::matmul_forward(out, in, w, b, N, IC, OC, precision_, s(), in16, w16);
+    void* out16 = ko ? produce_copy(out, size_t(N) * OC) : nullptr;
+    auto t = prof_.time(K::matmul_forward, 2.0 * N * IC * OC,
+                        gemm_bytes(N, IC, OC, (ko ? 2.0 : 4.0) * N * OC + (b ? 4.0 * OC : 0)));
+    cuda::matmul_forward(ko ? nullptr : out, ki ? nullptr : in, w, b, N, IC, OC, precision_, s(), in16, w16, out16);
+    produced(out, out16);
   }
   void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC,
                              bool accumulate) override {
     if (N <= 0) return;
+    const bool ko = kept(din, size_t(N) * IC), kd = kept(dout, size_t(N) * OC);
+    STRATA_CHECK(!ko || !accumulate, "cuda backend: matmul_backward_input would accumulate into a buffer kept in bf16");
     const void *dout16 = bf16_of(dout, size_t(N) * OC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(din, size_t(N) * IC);
+    void* din16 = ko ? produce_copy(din, size_t(N) * IC) : nullptr;
     auto t = prof_.time(K::matmul_backward_input, 2.0 * N * IC * OC,
-                        gemm_bytes(N, OC, IC, (accumulate ? 8.0 : 4.0) * N * IC));
-    cuda::matmul_backward_input(din, dout, w, N, IC, OC, accumulate, precision_, s(), dout16, w16);
+                        gemm_bytes(N, OC, IC, (ko ? 2.0 : accumulate ? 8.0 : 4.0) * N * IC));
+    cuda::matmul_backward_input(ko ? nullptr : din, kd ? nullptr : dout, w, N, IC, OC, accumulate, precision_, s(),
+                                dout16, w16, din16);
+    produced(din, din16);
   }
   void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC,
                               int OC) override {
     if (N <= 0) return;
+    const bool kd = kept(dout, size_t(N) * OC), ki = kept(in, size_t(N) * IC);
     const void *dout16 = bf16_of(dout, size_t(N) * OC), *in16 = bf16_of(in, size_t(N) * IC);
+    plain("matmul_backward_weight", {{dw, size_t(IC) * OC * 4}, {db, size_t(OC) * 4}});
     wrote(dw, size_t(IC) * OC), wrote(db, size_t(OC));
-    // dw read and written; the bias gradient reads dout once more (fp32)
+    // dw read and written; the bias gradient reads dout once more (fp32, or its bf16 copy where kept)
     auto t = prof_.time(K::matmul_backward_weight, 2.0 * N * IC * OC,
-                        operand_bytes() * (double(N) * OC + double(N) * IC) + 8.0 * IC * OC + (db ? 4.0 * N * OC : 0));
-    cuda::matmul_backward_weight(dw, db, dout, in, N, IC, OC, precision_, s(), dout16, in16);
+                        operand_bytes() * (double(N) * OC + double(N) * IC) + 8.0 * IC * OC +
+                            (db ? (kd ? 2.0 : 4.0) * N * OC : 0));
+    cuda::matmul_backward_weight(dw, db, kd ? nullptr : dout, ki ? nullptr : in, N, IC, OC, precision_, s(), dout16,
+                                 in16);
   }
   void layernorm_forward(float* out, float* mean, float* rstd, const float* in, const float* gain, const float* bias,
                          int N, int C, double eps) override {
+    plain("layernorm_forward", {{out, size_t(N) * C * 4}, {in, size_t(N) * C * 4}});
     wrote(out, size_t(N) * C), wrote(mean, size_t(N)), wrote(rstd, size_t(N));
     void* out16 = produce_copy(out, size_t(N) * C);
     auto t = prof_.time(K::layernorm_forward, 0, (out16 ? 10.0 : 8.0) * N * C + 8.0 * N);
@@ -165,6 +187,7 @@ class CudaBackend final : public Backend {
   void layernorm_backward(float* din, float* dgain, float* dbias, const float* dout, const float* in,
                           const float* gain, const float* mean, const float* rstd, int N, int C,
                           bool accumulate) override {
+    plain("layernorm_backward", {{din, size_t(N) * C * 4}, {dout, size_t(N) * C * 4}, {in, size_t(N) * C * 4}});
     wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
     void* din16 = produce_copy(din, size_t(N) * C);
     auto t = prof_.time(K::layernorm_backward, 0, (accumulate ? 16.0 : 12.0) * N * C + (din16 ? 2.0 : 0.0) * N * C + 8.0 * N);
@@ -174,6 +197,8 @@ class CudaBackend final : public Backend {
   void layernorm_backward_residual(float* din, float* dgain, float* dbias, const float* dout, const float* in,
                                    const float* gain, const float* mean, const float* rstd, int N, int C,
                                    const float* resid, float alpha) override {
+    plain("layernorm_backward", {{din, size_t(N) * C * 4}, {dout, size_t(N) * C * 4}, {in, size_t(N) * C * 4},
+                                 {resid, size_t(N) * C * 4}});
     wrote(din, size_t(N) * C), wrote(dgain, size_t(C)), wrote(dbias, size_t(C));
     void* din16 = produce_copy(din, size_t(N) * C);
     auto t = prof_.time(K::layernorm_backward, 0, (din16 ? 18.0 : 16.0) * N * C + 8.0 * N);
@@ -181,6 +206,7 @@ class CudaBackend final : public Backend {
     produced(din, din16);
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
+    plain("attention_forward", {{out, size_t(std::max(B * T, 0)) * C * 4}, {qkv, size_t(std::max(B * T, 0)) * 3 * C * 4}});
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
     // The fused kernels write out's bf16 copy (the projection GEMM's operand) as they store out.
@@ -203,6 +229,8 @@ class CudaBackend final : public Backend {
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
+    plain("attention_backward", {{dqkv, size_t(std::max(B * T, 0)) * 3 * C * 4}, {dout, size_t(std::max(B * T, 0)) * C * 4},
+                                 {out, size_t(std::max(B * T, 0)) * C * 4}, {qkv, size_t(std::max(B * T, 0)) * 3 * C * 4}});
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
     wrote(dqkv, BT * 3 * C);
     void* dqkv16 = fused_ ? produce_copy(dqkv, BT * 3 * C) : nullptr;  // the QKV GEMMs' backward operand
@@ -223,26 +251,35 @@ class CudaBackend final : public Backend {
     produced(dqkv, dqkv16);
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
+    const bool ko = kept(out, n), ki = kept(in, n);
+    const void* in16 = ki ? bf16_of(in, n) : nullptr;
     wrote(out, n);
     void* out16 = produce_copy(out, n);
-    auto t = prof_.time(K::activation_forward, 0, (out16 ? 10.0 : 8.0) * n);
-    cuda::activation_forward(out, in, n, a, s(), out16);
+    auto t = prof_.time(K::activation_forward, 0, ((ki ? 2.0 : 4.0) + (ko ? 0.0 : 4.0) + (out16 ? 2.0 : 0.0)) * n);
+    cuda::activation_forward(ko ? nullptr : out, ki ? nullptr : in, n, a, s(), out16, in16);
     produced(out, out16);
   }
   void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) override {
+    const bool ko = kept(din, n), kd = kept(dout, n), ki = kept(in, n);
+    const void *dout16 = kd ? bf16_of(dout, n) : nullptr, *in16 = ki ? bf16_of(in, n) : nullptr;
     wrote(din, n);
     void* din16 = produce_copy(din, n);
-    auto t = prof_.time(K::activation_backward, 0, (din16 ? 14.0 : 12.0) * n);
-    cuda::activation_backward(din, dout, in, n, a, s(), din16);
+    auto t = prof_.time(K::activation_backward, 0,
+                        ((kd ? 2.0 : 4.0) + (ki ? 2.0 : 4.0) + (ko ? 0.0 : 4.0) + (din16 ? 2.0 : 0.0)) * n);
+    cuda::activation_backward(ko ? nullptr : din, kd ? nullptr : dout, ki ? nullptr : in, n, a, s(), din16, dout16,
+                              in16);
     produced(din, din16);
   }
   void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int N, int V) override {
+    plain("crossentropy_forward", {{logits, size_t(std::max(N, 0)) * std::max(V, 0) * 4}});
     wrote(losses, size_t(std::max(N, 0)));
     auto t = prof_.time(K::crossentropy_forward, 0, 4.0 * N * V);
     cuda::crossentropy_forward(losses, logits, targets, N, V, s());
   }
   void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets, int N, int V,
                              float scale) override {
+    plain("crossentropy_backward", {{dlogits, size_t(std::max(N, 0)) * std::max(V, 0) * 4},
+                                    {logits, size_t(std::max(N, 0)) * std::max(V, 0) * 4}});
     wrote(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));
     void* dlogits16 = produce_copy(dlogits, size_t(std::max(N, 0)) * std::max(V, 0));  // the head GEMMs' operand
     auto t = prof_.time(K::crossentropy_backward, 0, (dlogits16 ? 10.0 : 8.0) * N * V);
@@ -251,12 +288,14 @@ class CudaBackend final : public Backend {
   }
   void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int T,
                          int C) override {
+    plain("embedding_forward", {{out, size_t(std::max(B * T, 0)) * C * 4}});
     wrote(out, size_t(std::max(B, 0)) * std::max(T, 0) * C);
     auto t = prof_.time(K::embedding_forward, 0, 12.0 * B * T * C);
     cuda::embedding_forward(out, tokens, wte, wpe, B, T, C, s());
   }
   void embedding_backward(float* dwte, float* dwpe, const float* dout, const int32_t* tokens, int B, int T,
                           int C) override {
+    plain("embedding_backward", {{dout, size_t(std::max(B * T, 0)) * C * 4}});
     // dwte's extent (the vocabulary) is not an argument here: stale up to the end of its allocation.
     wrote_to_block_end(dwte);
     wrote(dwpe, size_t(std::max(T, 0)) * C);
@@ -264,11 +303,13 @@ class CudaBackend final : public Backend {
     cuda::embedding_backward(dwte, dwpe, dout, tokens, B, T, C, s());
   }
   void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n) override {
+    plain("residual_forward", {{out, n * 4}, {x, n * 4}, {g, n * 4}});
     wrote(out, n);
     auto t = prof_.time(K::residual_forward, 0, 12.0 * n);
     cuda::residual_forward(out, x, alpha, g, n, s());
   }
   void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate) override {
+    plain("scale_copy", {{out, n * 4}, {in, n * 4}});
     wrote(out, n);
     auto t = prof_.time(K::scale_copy, 0, (accumulate ? 12.0 : 8.0) * n);
     cuda::scale_copy(out, in, alpha, n, accumulate, s());
@@ -276,11 +317,13 @@ class CudaBackend final : public Backend {
 
   // ---- gradients and optimizer ----
   void fold(double* acc, float* g, size_t n) override {
+    plain("fold", {{g, n * 4}});
     wrote_bytes(acc, n * sizeof(double)), wrote(g, n);
     auto t = prof_.time(K::fold_unfold, 0, 24.0 * n);
     cuda::fold(acc, g, n, s());
   }
   void unfold(float* g, const double* acc, size_t n) override {
+    plain("unfold", {{g, n * 4}});
     wrote(g, n);
     auto t = prof_.time(K::fold_unfold, 0, 12.0 * n);
     cuda::unfold(g, acc, n, s());
@@ -304,11 +347,13 @@ class CudaBackend final : public Backend {
 
   // ---- reductions, on the host ----
   double sum(const float* x, size_t n) override {
+    plain("sum", {{x, n * 4}});
     auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::sum(slots(1), x, n, s());
     return fetch();
   }
   double sum_squares(const float* x, size_t n) override {
+    plain("sum_squares", {{x, n * 4}});
     auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::sum_squares(slots(1), x, n, s());
     return fetch();
@@ -317,11 +362,14 @@ class CudaBackend final : public Backend {
     return sum_squares(x, n);
   }
   double stats_maxabs(const float* x, size_t n) override {
-    auto t = prof_.time(K::reductions, 0, 4.0 * n);
-    cuda::stats_maxabs(slots(1), x, n, s());
+    const bool k = kept(x, n);
+    const void* x16 = k ? bf16_of(x, n) : nullptr;
+    auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
+    cuda::stats_maxabs(slots(1), k ? nullptr : x, n, s(), x16);
     return fetch();
   }
   double stats_sqdiff(const float* a, const float* b, size_t n) override {
+    plain("stats_sqdiff", {{a, n * 4}, {b, n * 4}});
     auto t = prof_.time(K::reductions, 0, 8.0 * n);
     cuda::stats_sqdiff(slots(1), a, b, n, s());
     return fetch();
@@ -346,14 +394,18 @@ class CudaBackend final : public Backend {
   }
   // ---- deferred statistics: each into its own device double, all downloaded at stats_flush() ----
   void stats_sumsq_to(double* dst, const float* x, size_t n, double divisor) override {
+    plain("stats_sumsq", {{x, n * 4}});
     auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::sum_squares(defer(dst, Deferred::add, divisor, 1), x, n, s());
   }
   void stats_maxabs_to(double* dst, const float* x, size_t n) override {
-    auto t = prof_.time(K::reductions, 0, 4.0 * n);
-    cuda::stats_maxabs(defer(dst, Deferred::max, 1.0, 1), x, n, s());
+    const bool k = kept(x, n);
+    const void* x16 = k ? bf16_of(x, n) : nullptr;
+    auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
+    cuda::stats_maxabs(defer(dst, Deferred::max, 1.0, 1), k ? nullptr : x, n, s(), x16);
   }
   void stats_sqdiff_to(double* dst, const float* a, const float* b, size_t n) override {
+    plain("stats_sqdiff", {{a, n * 4}, {b, n * 4}});
     auto t = prof_.time(K::reductions, 0, 8.0 * n);
     cuda::stats_sqdiff(defer(dst, Deferred::add, 1.0, 1), a, b, n, s());
   }
@@ -397,6 +449,7 @@ class CudaBackend final : public Backend {
   std::vector<OpTime> profile() override { return prof_.report(); }
 
   bool all_finite(const float* x, size_t n) override {
+    plain("all_finite", {{x, n * 4}});
     auto t = prof_.time(K::reductions, 0, 4.0 * n);
     cuda::count_nonfinite(slots(1), x, n, s());
     return fetch() == 0.0;
@@ -531,11 +584,13 @@ class CudaBackend final : public Backend {
     return c;
   }
   // The bf16 copy of x[0, n), rounded now unless a valid one is kept; null where there is none to give (fp32,
-  // or the cache off: matmul rounds into its scratch).
+  // or the cache off: matmul rounds into its scratch). A buffer kept in bf16 only has nothing to round from.
   const void* bf16_of(const float* x, size_t n) {
     if (!caching(x, n)) return nullptr;
     auto found = copies_.find(x);
     if (found != copies_.end() && found->second.valid && found->second.n == n) return found->second.p;
+    STRATA_CHECK(!kept(x, n), "cuda backend: ", n, " values kept in bf16 only (keep_bf16) are read before an op ",
+                 "wrote them whole");
     Copy& c = entry(x, n);
     {
       auto t = prof_.time(K::round_to_bf16, 0, 6.0 * n);
@@ -551,6 +606,39 @@ class CudaBackend final : public Backend {
   void* produce_copy(const float* out, size_t n) { return caching(out, n) ? entry(out, n).p : nullptr; }
   void produced(const float* out, const void* out16) {
     if (out16) copies_[out].valid = true;
+  }
+  // ---- buffers kept in bf16 only (keep_bf16): their copy is their only value ----
+  static bool env_on(const char* name) {  // unset or anything but "0"
+    const char* e = std::getenv(name);
+    return !(e && std::strcmp(e, "0") == 0);
+  }
+  void keep_bf16(const float* p, size_t n) override {
+    if (keep_ && caching(p, n)) kept_[p] = n * sizeof(float);
+  }
+  // Whether [x, x + n) lies inside one kept range.
+  bool kept(const float* x, size_t n) const {
+    if (kept_.empty() || !x || !n) return false;
+    auto it = kept_.upper_bound(x);
+    if (it == kept_.begin()) return false;
+    --it;
+    return reinterpret_cast<uintptr_t>(x + n) <= reinterpret_cast<uintptr_t>(it->first) + it->second;
+  }
+  // An op that reads or writes these ranges as fp32 fails on one that overlaps a kept range (kept ranges do not
+  // overlap each other: the one starting at or below each range's start, and the next one, are all to check).
+  void plain(const char* op, std::initializer_list<std::pair<const void*, size_t>> ranges) const {
+    if (kept_.empty()) return;
+    for (auto [p, bytes] : ranges) {
+      if (!p || !bytes) continue;
+      const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+      auto it = kept_.upper_bound(p);
+      bool overlap = it != kept_.end() && reinterpret_cast<uintptr_t>(it->first) < hi;
+      if (it != kept_.begin()) {
+        --it;
+        overlap |= reinterpret_cast<uintptr_t>(it->first) + it->second > lo;
+      }
+      STRATA_CHECK(!overlap, "cuda backend: ", op, " reads or writes fp32 values of a buffer kept in bf16 only",
+                   " (keep_bf16)");
+    }
   }
   // Copies overlapping [p, p + bytes) are stale: marked so (their memory kept for the next rounding).
   void wrote_bytes(const void* p, size_t bytes) {
@@ -575,6 +663,8 @@ class CudaBackend final : public Backend {
   // The allocation [p, p + bytes) goes: the copies of operands inside it are freed with it.
   void drop(const void* p, size_t bytes) {
     const auto lo = reinterpret_cast<uintptr_t>(p), hi = lo + bytes;
+    for (auto k = kept_.lower_bound(p); k != kept_.end() && reinterpret_cast<uintptr_t>(k->first) < hi;)
+      k = kept_.erase(k);
     for (auto it = copies_.lower_bound(static_cast<const float*>(p));
          it != copies_.end() && reinterpret_cast<uintptr_t>(it->first) < hi;) {
       if (it->second.p) cudaFreeAsync(it->second.p, s());
@@ -597,6 +687,8 @@ class CudaBackend final : public Backend {
   std::string name_;
   Stream stream_;
   bool memo_;
+  bool keep_;  // keep_bf16 honoured (bf16 with the cache; STRATA_CUDA_BF16_ACTIVATIONS=0: not)
+  std::map<const void*, size_t> kept_;    // buffers kept in bf16 only: start → fp32 bytes
   std::map<const float*, Copy> copies_;  // by the fp32 operand's address
   size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
   std::map<const void*, size_t> allocs_;  // alloc()'s blocks (start → bytes)

@@ -29,10 +29,15 @@ constexpr int kWarp = 32;
 
 inline unsigned blocks_for(size_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
-// out[i] = v, and its bf16 rounding (as to_bf16) into out16 where that is given.
+// out[i] = v where out is given, and its bf16 rounding (as to_bf16) into out16 where that is given (a buffer the
+// CUDA backend keeps in bf16 only has no fp32 out).
 __device__ inline void store(float* out, void* out16, size_t i, float v) {
-  out[i] = v;
+  if (out) out[i] = v;
   if (out16) static_cast<__nv_bfloat16*>(out16)[i] = __float2bfloat16_rn(v);
+}
+// x[i], or the bf16 value x16[i] where x is null (a buffer kept in bf16 only).
+__device__ inline float load(const float* x, const void* x16, size_t i) {
+  return x ? x[i] : __bfloat162float(static_cast<const __nv_bfloat16*>(x16)[i]);
 }
 
 __device__ inline float warp_sum(float v) {

@@ -18,10 +18,10 @@ constexpr float kInvSqrt2 = 0.7071067811865476f;
 constexpr float kInvSqrt2Pi = 0.3989422804014327f;
 constexpr int kThreads = 256;
 
-__global__ void act_fwd(float* out, void* out16, const float* in, size_t n, Activation a) {
+__global__ void act_fwd(float* out, void* out16, const float* in, const void* in16, size_t n, Activation a) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float x = in[i], y = 0;
+  float x = load(in, in16, i), y = 0;
   switch (a) {
     case Activation::gelu_tanh: y = 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x))); break;
     case Activation::gelu: y = 0.5f * x * (1.0f + erff(x * kInvSqrt2)); break;
@@ -30,10 +30,11 @@ __global__ void act_fwd(float* out, void* out16, const float* in, size_t n, Acti
   store(out, out16, i, y);
 }
 
-__global__ void act_bwd(float* din, void* din16, const float* dout, const float* in, size_t n, Activation a) {
+__global__ void act_bwd(float* din, void* din16, const float* dout, const void* dout16, const float* in,
+                        const void* in16, size_t n, Activation a) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  float x = in[i], g = 0;
+  float x = load(in, in16, i), g = 0;
   switch (a) {
     case Activation::gelu_tanh: {
       float th = tanhf(kSqrt2OverPi * (x + 0.044715f * x * x * x));
@@ -43,7 +44,8 @@ __global__ void act_bwd(float* din, void* din16, const float* dout, const float*
     case Activation::gelu: g = 0.5f * (1.0f + erff(x * kInvSqrt2)) + x * kInvSqrt2Pi * expf(-0.5f * x * x); break;
     case Activation::relu: g = x > 0.0f ? 1.0f : 0.0f; break;
   }
-  store(din, din16, i, a == Activation::relu ? (x > 0.0f ? dout[i] : 0.0f) : dout[i] * g);
+  const float dy = load(dout, dout16, i);
+  store(din, din16, i, a == Activation::relu ? (x > 0.0f ? dy : 0.0f) : dy * g);
 }
 
 __global__ void residual_k(float* out, const float* x, float alpha, const float* g, size_t n) {
@@ -107,15 +109,16 @@ __global__ void unfold_k(float* g, const double* acc, size_t n) {
 
 }  // namespace
 
-void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s, void* out16) {
+void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s, void* out16,
+                        const void* in16) {
   if (!n) return;
-  act_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, out16, in, n, a);
+  act_fwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, out16, in, in16, n, a);
   STRATA_CUDA_LAUNCHED();
 }
 void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s,
-                         void* din16) {
+                         void* din16, const void* dout16, const void* in16) {
   if (!n) return;
-  act_bwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(din, din16, dout, in, n, a);
+  act_bwd<<<blocks_for(n, kThreads), kThreads, 0, s>>>(din, din16, dout, dout16, in, in16, n, a);
   STRATA_CUDA_LAUNCHED();
 }
 void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s) {

@@ -7,8 +7,11 @@
 // one configuration always runs the same kernels (same bits). The epilogue takes only a 16-byte aligned bias:
 // the heuristic is told A/B/C/D's alignment but not the bias's, and a kernel assuming it aligned faults on one
 // that is not (as PyTorch found; a parameter slice of a model whose d is not a multiple of 4), so such a bias is
-// added by the bias kernel. Where cuBLASLt offers no algorithm, cublasGemmEx and the bias kernel do the GEMM. The bias gradient is always the
-// fixed-shape two-pass column sums of colsum.cuh (deterministic).
+// added by the bias kernel. Where cuBLASLt offers no algorithm, cublasGemmEx and the bias kernel do the GEMM.
+// A bf16 output (a buffer the backend keeps in bf16 only) is the epilogue's rounding of the fp32 result (the
+// bias, fp32, added before it); the fallback rounds the product, then adds the bias and rounds again. The bias
+// gradient is always the fixed-shape two-pass column sums of colsum.cuh (deterministic), over the fp32 output
+// gradient or, kept in bf16 only, its bf16 values.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
@@ -101,6 +104,10 @@ __global__ void add_bias(float* out, const float* b, int N, int OC) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < size_t(N) * OC) out[i] += b[i % OC];
 }
+__global__ void add_bias_bf16(__nv_bfloat16* out, const float* b, int N, int OC) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < size_t(N) * OC) out[i] = __float2bfloat16_rn(__bfloat162float(out[i]) + b[i % OC]);
+}
 
 const __nv_bfloat16* bf16_copy(int which, const float* x, size_t n, cudaStream_t s) {
   auto* out = static_cast<__nv_bfloat16*>(scratch(which, n * sizeof(__nv_bfloat16), s));
@@ -138,19 +145,19 @@ struct LtPlan {
   LtObject<cublasLtMatrixLayout_t> a, b, c;
   cublasLtMatmulAlgo_t algo{};
 };
-using LtKey = std::tuple<int, int, int, int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t>;
+using LtKey = std::tuple<int, int, int, int, int, int, int, int, bool, uint32_t, uint32_t, uint32_t, bool>;
 
 #define STRATA_LT_TRY(call)                         \
   do {                                              \
     if ((call) != CUBLAS_STATUS_SUCCESS) return plan; \
   } while (0)
 
-// The plan for D = op(A)·op(B) (+ beta·C) (+ bias, 16-byte aligned) in bf16 × bf16 → fp32; built once per key
-// and thread (the thread's device: one device per thread, as for blas()).
+// The plan for D = op(A)·op(B) (+ beta·C) (+ bias, fp32, 16-byte aligned) in bf16 × bf16 → fp32, or → bf16 where
+// out16; built once per key and thread (the thread's device: one device per thread, as for blas()).
 LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc,
-                const float* bias, uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+                const float* bias, uint32_t align_a, uint32_t align_b, uint32_t align_c, bool out16) {
   thread_local std::map<LtKey, LtPlan> plans;
-  const LtKey key{ta, tb, m, n, k, lda, ldb, ldc, bias != nullptr, align_a, align_b, align_c};
+  const LtKey key{ta, tb, m, n, k, lda, ldb, ldc, bias != nullptr, align_a, align_b, align_c, out16};
   auto found = plans.find(key);
   if (found != plans.end()) return found->second;
   LtPlan& plan = plans[key];
@@ -165,10 +172,15 @@ LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     // A 16-byte aligned bias (the callers' rule); cublasLtMatmul sets the pointer of each call.
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (out16) {  // the bias's type defaults to D's: ours stays fp32
+      const int32_t bias_type = CUDA_R_32F;
+      STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
+                                                   sizeof bias_type));
+    }
   }
   STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.a.h, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
   STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.b.h, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
-  STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.c.h, CUDA_R_32F, m, n, ldc));
+  STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.c.h, out16 ? CUDA_R_16BF : CUDA_R_32F, m, n, ldc));
   LtObject<cublasLtMatmulPreference_t> pref;
   pref.destroy = cublasLtMatmulPreferenceDestroy;
   STRATA_LT_TRY(cublasLtMatmulPreferenceCreate(&pref.h));
@@ -192,14 +204,21 @@ LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
 #undef STRATA_LT_TRY
 
 // C[m,n] (column-major) = alpha·op(A)·op(B) + beta·C (+ bias[m] broadcast over the columns), A and B fp32
-// buffers, in fp32 or through bf16 (a16 / b16: the caller's bf16 copies of A / B, or null).
+// buffers, in fp32 or through bf16 (a16 / b16: the caller's bf16 copies of A / B, or null). With C16 (bf16 only,
+// beta 0) the result goes there as bf16 instead of to C.
 void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* A, int lda, size_t a_elems,
           const float* B, int ldb, size_t b_elems, float beta, float* C, int ldc, const float* bias, Precision p,
-          cudaStream_t s, const void* a16 = nullptr, const void* b16 = nullptr) {
+          cudaStream_t s, const void* a16 = nullptr, const void* b16 = nullptr, void* C16 = nullptr) {
   const float alpha = 1.0f;
+  STRATA_CHECK(!C16 || (p == Precision::bf16 && beta == 0.0f), "gemm: a bf16 output is bf16 precision, = only");
+  void* out = C16 ? C16 : static_cast<void*>(C);
   auto bias_kernel = [&] {
     if (!bias) return;
-    add_bias<<<blocks_for(size_t(m) * n, kThreads), kThreads, 0, s>>>(C, bias, n, m);
+    if (C16)
+      add_bias_bf16<<<blocks_for(size_t(m) * n, kThreads), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(C16), bias,
+                                                                              n, m);
+    else
+      add_bias<<<blocks_for(size_t(m) * n, kThreads), kThreads, 0, s>>>(C, bias, n, m);
     STRATA_CUDA_LAUNCHED();
   };
   if (p == Precision::fp32) {
@@ -209,20 +228,22 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
   if (!a16) a16 = bf16_copy(0, A, a_elems, s);
   if (!b16) b16 = bf16_copy(1, B, b_elems, s);
   const float* epilogue_bias = bias && alignment(bias) >= 16 ? bias : nullptr;
-  LtPlan& plan = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, epilogue_bias, alignment(a16), alignment(b16), alignment(C));
+  LtPlan& plan = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, epilogue_bias, alignment(a16), alignment(b16), alignment(out),
+                         C16 != nullptr);
   if (plan.ok) {
     if (epilogue_bias)
       STRATA_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                          &epilogue_bias, sizeof epilogue_bias));
     void* ws = scratch(8, kLtWorkspace, s);
-    STRATA_CUBLAS_CHECK(cublasLtMatmul(blas_lt(), plan.desc.h, &alpha, a16, plan.a.h, b16, plan.b.h, &beta, C,
-                                       plan.c.h, C, plan.c.h, &plan.algo, ws, kLtWorkspace, s));
+    STRATA_CUBLAS_CHECK(cublasLtMatmul(blas_lt(), plan.desc.h, &alpha, a16, plan.a.h, b16, plan.b.h, &beta, out,
+                                       plan.c.h, out, plan.c.h, &plan.algo, ws, kLtWorkspace, s));
     lt_gemms++;
     if (!epilogue_bias) bias_kernel();
     return;
   }
   STRATA_CUBLAS_CHECK(cublasGemmEx(blas(s), ta, tb, m, n, k, &alpha, a16, CUDA_R_16BF, lda, b16, CUDA_R_16BF, ldb,
-                                   &beta, C, CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                   &beta, out, C16 ? CUDA_R_16BF : CUDA_R_32F, ldc, CUBLAS_COMPUTE_32F,
+                                   CUBLAS_GEMM_DEFAULT));
   bias_kernel();
 }
 
@@ -239,19 +260,19 @@ void to_bf16(void* out, const float* in, size_t n, cudaStream_t s) {
 }
 
 void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC, Precision p,
-                    cudaStream_t s, const void* in16, const void* w16) {
+                    cudaStream_t s, const void* in16, const void* w16, void* out16) {
   if (N <= 0) return;
   // outᵀ[OC,N] = wᵀ[OC,IC] · inᵀ[IC,N] + b
   gemm(CUBLAS_OP_N, CUBLAS_OP_N, OC, N, IC, w, OC, size_t(IC) * OC, in, IC, size_t(N) * IC, 0.0f, out, OC, b, p, s,
-       w16, in16);
+       w16, in16, out16);
 }
 
 void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC, bool accumulate,
-                           Precision p, cudaStream_t s, const void* dout16, const void* w16) {
+                           Precision p, cudaStream_t s, const void* dout16, const void* w16, void* din16) {
   if (N <= 0) return;
   // dinᵀ[IC,N] = w[IC,OC] · doutᵀ[OC,N]
   gemm(CUBLAS_OP_T, CUBLAS_OP_N, IC, N, OC, w, OC, size_t(IC) * OC, dout, OC, size_t(N) * OC,
-       accumulate ? 1.0f : 0.0f, din, IC, nullptr, p, s, w16, dout16);
+       accumulate ? 1.0f : 0.0f, din, IC, nullptr, p, s, w16, dout16, din16);
 }
 
 void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC, int OC,
@@ -261,8 +282,9 @@ void matmul_backward_weight(float* dw, float* db, const float* dout, const float
   gemm(CUBLAS_OP_N, CUBLAS_OP_T, OC, IC, N, dout, OC, size_t(N) * OC, in, IC, size_t(N) * IC, 1.0f, dw, OC, nullptr,
        p, s, dout16, in16);
   if (db) {
-    column_sums(db, nullptr, N, OC, [=] __device__(int n, int c) { return make_float2(dout[size_t(n) * OC + c], 0.0f); },
-                s);
+    column_sums(db, nullptr, N, OC, [=] __device__(int n, int c) {
+      return make_float2(load(dout, dout16, size_t(n) * OC + c), 0.0f);
+    }, s);
   }
 }
 

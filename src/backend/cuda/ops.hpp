@@ -48,15 +48,18 @@ class Buffer {
 using strata::Precision;  // backend.hpp's: bf16 = inputs rounded to bfloat16, products accumulated in fp32
 // In bf16, the trailing pointers may give bf16 copies of the fp32 operands (to_bf16 of the same values) that
 // the caller already holds; null ones are rounded into scratch on the stream. fp32 ignores them.
+// In bf16, out16 / din16 (where given) take the output as bf16 (the GEMM's epilogue rounds it; = only) instead of
+// out / din, which may then be null: a buffer the CUDA backend keeps in bf16 only (Backend::keep_bf16). Likewise
+// a null fp32 operand whose bf16 copy is given is read only as that copy.
 // out[N,OC] = in[N,IC] · w[IC,OC] + b[OC]   (b may be null)
 void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC,
                     Precision p = Precision::fp32, cudaStream_t s = 0, const void* in16 = nullptr,
-                    const void* w16 = nullptr);
+                    const void* w16 = nullptr, void* out16 = nullptr);
 // din[N,IC] = (or +=) dout[N,OC] · wᵀ
 void matmul_backward_input(float* din, const float* dout, const float* w, int N, int IC, int OC, bool accumulate,
                            Precision p = Precision::fp32, cudaStream_t s = 0, const void* dout16 = nullptr,
-                           const void* w16 = nullptr);
-// dw[IC,OC] += inᵀ · dout ; db[OC] += Σ_rows dout (db may be null)
+                           const void* w16 = nullptr, void* din16 = nullptr);
+// dw[IC,OC] += inᵀ · dout ; db[OC] += Σ_rows dout (db may be null; of the bf16 values dout16 where dout is null)
 void matmul_backward_weight(float* dw, float* db, const float* dout, const float* in, int N, int IC, int OC,
                             Precision p = Precision::fp32, cudaStream_t s = 0, const void* dout16 = nullptr,
                             const void* in16 = nullptr);
@@ -121,10 +124,12 @@ void attention_mma_backward(float* dqkv, const float* dout, const float* out, co
 void mma_tile_product(float* d, const void* a, const void* bt, cudaStream_t s = 0);
 
 // ---- elementwise.cu ----
+// Where an fp32 input pointer is null its bf16 twin (in16, dout16) is read, and where an fp32 output pointer is
+// null only its bf16 copy is written: the buffers the CUDA backend keeps in bf16 only (Backend::keep_bf16).
 void activation_forward(float* out, const float* in, size_t n, Activation a, cudaStream_t s = 0,
-                        void* out16 = nullptr);
+                        void* out16 = nullptr, const void* in16 = nullptr);
 void activation_backward(float* din, const float* dout, const float* in, size_t n, Activation a, cudaStream_t s = 0,
-                         void* din16 = nullptr);
+                         void* din16 = nullptr, const void* dout16 = nullptr, const void* in16 = nullptr);
 void residual_forward(float* out, const float* x, float alpha, const float* g, size_t n, cudaStream_t s = 0);
 void scale_copy(float* out, const float* in, float alpha, size_t n, bool accumulate, cudaStream_t s = 0);
 void embedding_forward(float* out, const int32_t* tokens, const float* wte, const float* wpe, int B, int Tn, int C,
@@ -152,7 +157,8 @@ void crossentropy_backward(float* dlogits, const float* logits, const int32_t* t
 // per-layer statistics; twins of cpu::sum_squares (= stats_sumsq), stats_maxabs, stats_sqdiff, attention_entropy,
 // and of the CPU backend's sum (the loss) and all_finite (count_nonfinite == 0)
 void sum_squares(double* out, const float* x, size_t n, cudaStream_t s = 0);                 // Σ x²
-void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s = 0);                // max |x|
+void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s = 0,
+                  const void* x16 = nullptr);  // max |x| (x null: of the bf16 values x16)
 void stats_sqdiff(double* out, const float* a, const float* b, size_t n, cudaStream_t s = 0);  // Σ (a − b)²
 void attention_entropy(double* out, const float* probs, int rows, int T, cudaStream_t s = 0);
 void sum(double* out, const float* x, size_t n, cudaStream_t s = 0);              // Σ x (in double)

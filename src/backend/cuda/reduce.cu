@@ -81,8 +81,8 @@ void sum_squares(double* out, const float* x, size_t n, cudaStream_t s) {
   reduce<Sum>(out, n, [=] __device__(size_t i) { return double(x[i]) * double(x[i]); }, s);
 }
 
-void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s) {
-  reduce<Max>(out, n, [=] __device__(size_t i) { return double(fabsf(x[i])); }, s);
+void stats_maxabs(double* out, const float* x, size_t n, cudaStream_t s, const void* x16) {
+  reduce<Max>(out, n, [=] __device__(size_t i) { return double(fabsf(load(x, x16, i))); }, s);
 }
 
 void stats_sqdiff(double* out, const float* a, const float* b, size_t n, cudaStream_t s) {

@@ -464,24 +464,25 @@ float load(const void* p, cudaDataType t, size_t i, bool round_tf32) {
 bool spans_device(const void* p, size_t elems, size_t bytes_per) {
   return p && emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<const char*>(p) + elems * bytes_per - 1);
 }
-// C[m,n] = alpha·op(A)·op(B) + beta·C (+ bias[i] on row i), all column-major; sums in double.
+// C[m,n] = alpha·op(A)·op(B) + beta·C (+ bias[i] on row i), all column-major; sums in double, the result
+// rounded to float, then to bf16 where C is bf16 (ct).
 cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha, const void* A,
                     cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
-                    const float* beta, float* C, int ldc, long long sc, int batch, bool round_tf32,
-                    const float* bias = nullptr) {
+                    const float* beta, void* C, int ldc, long long sc, int batch, bool round_tf32,
+                    const float* bias = nullptr, cudaDataType ct = CUDA_R_32F) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   const int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
   const int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
   if (lda < std::max(1, arows) || ldb < std::max(1, brows) || ldc < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
-  const size_t ab = at == CUDA_R_16BF ? 2 : 4, bb = bt == CUDA_R_16BF ? 2 : 4;
+  const size_t ab = at == CUDA_R_16BF ? 2 : 4, bb = bt == CUDA_R_16BF ? 2 : 4, cb = ct == CUDA_R_16BF ? 2 : 4;
   for (int z = 0; z < batch; z++) {
     const char* a = static_cast<const char*>(A) + size_t(z) * sa * ab;
     const char* b = static_cast<const char*>(B) + size_t(z) * sb * bb;
-    float* c = C + size_t(z) * sc;
+    char* c = static_cast<char*>(C) + size_t(z) * sc * cb;
     if ((k > 0 && (!spans_device(a, size_t(lda) * (acols - 1) + arows, ab) ||
                    !spans_device(b, size_t(ldb) * (bcols - 1) + brows, bb))) ||
-        !spans_device(c, size_t(ldc) * (n - 1) + m, 4) || (bias && !spans_device(bias, size_t(m), 4))) {
+        !spans_device(c, size_t(ldc) * (n - 1) + m, cb) || (bias && !spans_device(bias, size_t(m), 4))) {
       std::fprintf(stderr, "cuda emulator: cuBLAS GEMM operand outside device memory\n");
       return CUBLAS_STATUS_INVALID_VALUE;
     }
@@ -498,8 +499,13 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
         const double *x = &ar[size_t(i) * k], *y = &bc[size_t(j) * k];
         double s = 0;
         for (int l = 0; l < k; l++) s += x[l] * y[l];
-        float& out = c[size_t(j) * ldc + i];
-        out = float(*alpha * s + (*beta != 0.0f ? double(*beta) * out : 0.0) + (bias ? double(bias[i]) : 0.0));
+        const size_t at_c = size_t(j) * ldc + i;
+        const double old = *beta != 0.0f ? double(*beta) * load(c, ct, at_c, false) : 0.0;
+        const float v = float(*alpha * s + old + (bias ? double(bias[i]) : 0.0));
+        if (ct == CUDA_R_16BF)
+          reinterpret_cast<__nv_bfloat16*>(c)[at_c] = __float2bfloat16_rn(v);
+        else
+          reinterpret_cast<float*>(c)[at_c] = v;
       }
   }
   return CUBLAS_STATUS_SUCCESS;
@@ -546,12 +552,12 @@ static cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m,
                               const void* A, cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt,
                               int ldb, long long sb, const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
                               int batch, cublasComputeType_t compute) {
-  if (ct != CUDA_R_32F || (at != CUDA_R_32F && at != CUDA_R_16BF) || (bt != CUDA_R_32F && bt != CUDA_R_16BF))
+  if ((ct != CUDA_R_32F && ct != CUDA_R_16BF) || (at != CUDA_R_32F && at != CUDA_R_16BF) ||
+      (bt != CUDA_R_32F && bt != CUDA_R_16BF))
     return CUBLAS_STATUS_NOT_SUPPORTED;
   if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) return CUBLAS_STATUS_NOT_SUPPORTED;
   return gemm(ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, sa, B, bt, ldb, sb,
-              static_cast<const float*>(beta), static_cast<float*>(C), ldc, sc, batch,
-              compute == CUBLAS_COMPUTE_32F_FAST_TF32);
+              static_cast<const float*>(beta), C, ldc, sc, batch, compute == CUBLAS_COMPUTE_32F_FAST_TF32, nullptr, ct);
 }
 cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
@@ -570,8 +576,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
 }  // extern "C"
 
 // ---- cuBLASLt: the descriptors src/backend/cuda sets, cublasLtMatmul through the reference GEMM ----
-// Supported: bf16 A and B, fp32 C = D (in place), fp32 compute and scale, transposes, the DEFAULT and BIAS
-// epilogues. Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
+// Supported: bf16 A and B, fp32 or bf16 C = D (in place), fp32 compute and scale, transposes, the DEFAULT and BIAS
+// epilogues with an fp32 bias (with a bf16 D the bias's type defaults to bf16, so it must be set to fp32). Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
 // model cannot be ignored silently. The heuristic's policy (the emulator's, to make the callers' fallback
 // testable): no algorithm where A, B, C or D is declared aligned to less than 16 bytes. Like the real heuristic it
 // is not told the bias's alignment; the algorithm it returns needs 16-byte aligned pointers, the bias included,
@@ -584,6 +590,7 @@ struct LtDesc {
   int32_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
+  int32_t bias_type = -1;  // CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: −1 = D's type
 };
 struct LtLayout {
   cudaDataType type;
@@ -601,9 +608,11 @@ uint32_t align_of(const void* p) {
 }
 // The GEMM a descriptor and its layouts describe: (m, n, k), or false where they do not fit together.
 bool lt_shape(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLayout& c, int& m, int& n, int& k) {
-  if (a.type != CUDA_R_16BF || b.type != CUDA_R_16BF || c.type != CUDA_R_32F) return false;
+  if (a.type != CUDA_R_16BF || b.type != CUDA_R_16BF || (c.type != CUDA_R_32F && c.type != CUDA_R_16BF)) return false;
   if (d.compute != CUBLAS_COMPUTE_32F || d.scale != CUDA_R_32F) return false;
   if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && d.epilogue != CUBLASLT_EPILOGUE_BIAS) return false;
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (d.bias_type == -1 ? int32_t(c.type) : d.bias_type) != CUDA_R_32F)
+    return false;  // only fp32 bias vectors are modelled
   m = int(c.rows), n = int(c.cols);
   k = int(d.ta == CUBLAS_OP_N ? a.cols : a.rows);
   const uint64_t am = d.ta == CUBLAS_OP_N ? a.rows : a.cols;
@@ -636,6 +645,7 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t desc, cublasL
     case CUBLASLT_MATMUL_DESC_TRANSB: ok = set_value(d.tb, buf, size); break;
     case CUBLASLT_MATMUL_DESC_EPILOGUE: ok = set_value(d.epilogue, buf, size); break;
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: ok = set_value(d.bias, buf, size); break;
+    case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: ok = set_value(d.bias_type, buf, size); break;
     default: return CUBLAS_STATUS_NOT_SUPPORTED;
   }
   return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
@@ -708,8 +718,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && !bias) return CUBLAS_STATUS_INVALID_VALUE;
   if (workspace_bytes && !spans_device(workspace, workspace_bytes, 1)) return CUBLAS_STATUS_INVALID_VALUE;
   return gemm(cublasOperation_t(d.ta), cublasOperation_t(d.tb), m, n, k, static_cast<const float*>(alpha), A,
-              CUDA_R_16BF, int(a.ld), 0, B, CUDA_R_16BF, int(b.ld), 0, static_cast<const float*>(beta),
-              static_cast<float*>(D), int(c.ld), 0, 1, false, bias);
+              CUDA_R_16BF, int(a.ld), 0, B, CUDA_R_16BF, int(b.ld), 0, static_cast<const float*>(beta), D, int(c.ld),
+              0, 1, false, bias, c.type);
 }
 
 }  // extern "C"
