@@ -99,6 +99,24 @@ int main(int argc, char** argv) {
                 total_flop / total_ms / 1e9, peak > 0 ? 100 * total_flop / total_ms / 1e9 / peak : 0.0,
                 mode && cuda::lt_gemm_count() == lt0 ? "; cuBLASLt offered no algorithm: cublasGemmEx" : "");
   }
+  // The feed-forward's GEMMs whose output the backend keeps in bf16 only (keep_bf16): ffn up's forward (bias in the
+  // epilogue) and ffn down's input gradient, fp32 output against bf16 output, operands cached.
+  for (bool out16 : {false, true}) {
+    const size_t lt0 = cuda::lt_gemm_count();
+    const double flop = 2.0 * 2 * N * d * dffn;
+    size_t calls = 0;
+    const double ms = time_ms([&] {
+      calls += 2;
+      cuda::matmul_forward(out16 ? nullptr : y.as<float>(), x.as<float>(), w.as<float>(), bias.as<float>(), N, d, dffn,
+                           cuda::Precision::bf16, 0, x16.as<void>(), w16.as<void>(), out16 ? y16.as<void>() : nullptr);
+      cuda::matmul_backward_input(out16 ? nullptr : y.as<float>(), x.as<float>(), w.as<float>(), N, dffn, d, false,
+                                  cuda::Precision::bf16, 0, x16.as<void>(), w16.as<void>(),
+                                  out16 ? y16.as<void>() : nullptr);
+    });
+    std::printf("gemm ffn up fwd + ffn down input grad, %s output: %8.3f ms %7.1f TFLOP/s (%zu of %zu GEMMs through "
+                "cuBLASLt, the rest cublasGemmEx)\n", out16 ? "bf16" : "fp32", ms, flop / ms / 1e9,
+                cuda::lt_gemm_count() - lt0, calls);
+  }
   // Attention: unfused keeps probs [B,H,T,T]; fused keeps lse [B,H,T].
   const size_t probs = size_t(B) * H * T * T;
   cuda::Buffer qkv(size_t(N) * 3 * d * 4), out(size_t(N) * d * 4), dout(size_t(N) * d * 4), dqkv(size_t(N) * 3 * d * 4),

@@ -188,6 +188,47 @@ BOOST_AUTO_TEST_CASE(matmul_bf16_lt_epilogue_fallback_and_caller_copies) {
   BOOST_TEST(host(g1) == host(g2), "matmul_backward_weight with the caller's bf16 copies");
 }
 
+// bf16 outputs (the buffers the backend keeps in bf16 only): the bf16 rounding of the fp32-output GEMM's result
+// within 1e-2 of its largest magnitude (1 bf16 step: 2^-8 relative; the fallback rounds twice, product then
+// bias), through cuBLASLt's epilogue, through cuBLASLt with the bias kernel (a bias 4 bytes off) and through
+// cublasGemmEx (an output 2 bytes off: the heuristic offers nothing); the fp32 output left untouched.
+BOOST_AUTO_TEST_CASE(matmul_bf16_output_is_the_rounded_result) {
+  const int N = 45, IC = 64, OC = 96;
+  const auto bf = cuda::Precision::bf16;
+  Vec in = rnd(N * IC), w = rnd(IC * OC, 0.2f), b = rnd(OC + 1), dout = rnd(N * OC);
+  auto in_ = dev(in), w_ = dev(w), b_ = dev(b), dout_ = dev(dout);
+  auto as_float = [](const std::vector<uint16_t>& h, size_t off, size_t n) {
+    Vec v(n);
+    for (size_t i = 0; i < n; i++) v[i] = bf16_value(h[off + i]);
+    return v;
+  };
+  const char* what[] = {"epilogue", "bias 4 bytes off", "output 2 bytes off"};
+  for (int c = 0; c < 3; c++) {
+    const int boff = c == 1, ooff = c == 2;  // the bias at b_ + boff (floats), the output at o16 + ooff (bf16 values)
+    auto ref = poisoned(N * OC);
+    cuda::matmul_forward(ref.as<float>(), in_.as<float>(), w_.as<float>(), b_.as<float>() + boff, N, IC, OC, bf);
+    cuda::Buffer o16((size_t(N) * OC + 1) * 2);
+    o16.fill_bytes(0xff);
+    const size_t before = cuda::lt_gemm_count();
+    cuda::matmul_forward(nullptr, in_.as<float>(), w_.as<float>(), b_.as<float>() + boff, N, IC, OC, bf, 0, nullptr,
+                         nullptr, static_cast<uint16_t*>(o16.as<void>()) + ooff);
+    BOOST_TEST(cuda::lt_gemm_count() == before + (c < 2), what[c] << ": cuBLASLt (1) or cublasGemmEx (0)");
+    expect_close(as_float(host_as<uint16_t>(o16), ooff, size_t(N) * OC), host(ref), 1e-2,
+                 (std::string("matmul_forward, bf16 output, ") + what[c]).c_str());
+  }
+  auto ref = poisoned(N * IC);
+  cuda::matmul_backward_input(ref.as<float>(), dout_.as<float>(), w_.as<float>(), N, IC, OC, false, bf);
+  cuda::Buffer d16(size_t(N) * IC * 2);
+  d16.fill_bytes(0xff);
+  cuda::matmul_backward_input(nullptr, dout_.as<float>(), w_.as<float>(), N, IC, OC, false, bf, 0, nullptr, nullptr,
+                              d16.as<void>());
+  expect_close(as_float(host_as<uint16_t>(d16), 0, size_t(N) * IC), host(ref), 1e-2,
+               "matmul_backward_input, bf16 output");
+  BOOST_CHECK_THROW(cuda::matmul_backward_input(nullptr, dout_.as<float>(), w_.as<float>(), N, IC, OC, true, bf, 0,
+                                                nullptr, nullptr, d16.as<void>()),
+                    strata::Error);  // a bf16 output is = only
+}
+
 BOOST_AUTO_TEST_CASE(layernorm_against_cpu) {
   for (int C : {96, 1000}) {
     const int N = 53;
