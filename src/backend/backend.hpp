@@ -142,6 +142,9 @@ class Backend {
   // their gradients, half the bytes moved; PyTorch's autocast keeps them so too). Any other op given such memory
   // fails there. The CPU's default: nothing changes.
   virtual void keep_bf16(const float* p, size_t n) { (void)p, (void)n; }
+  // Whether keep_bf16 takes effect: then such a buffer of n values needs room for n bf16 values only, (n + 1) / 2
+  // floats, and the backend stores them there (the CUDA backend in bf16 with its operand cache).
+  virtual bool keeps_bf16() const { return false; }
 
   // Device memory the backend holds beside the buffers it was asked to alloc(): the CUDA backend's bf16 GEMM
   // operand copies (its scratch not counted).

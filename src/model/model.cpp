@@ -120,8 +120,9 @@ void Model::reserve_scratch(int B, int T) {
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
   dmid_ = Array<float>(*be_, N * d);
   dm1_ = Array<float>(*be_, N * 3 * d);
-  dmid_ffn_ = Array<float>(*be_, N * F);
-  dm1_ffn_ = Array<float>(*be_, N * F);
+  const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;  // room for N·F bf16 values where kept
+  dmid_ffn_ = Array<float>(*be_, hidden);
+  dm1_ffn_ = Array<float>(*be_, hidden);
   be_->keep_bf16(dmid_ffn_.data(), N * F);
   be_->keep_bf16(dm1_ffn_.data(), N * F);
   dlogits_ = Array<float>(*be_, range.head ? N * cfg.vocab : 0);
@@ -139,6 +140,8 @@ int Model::acquire(int B, int T) {
   auto s = std::make_unique<Slot>();
   s->B = B, s->T = T, s->b = B, s->t = T, s->used = true;
   const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
+  // The feed-forward's hidden activations (keep_bf16 below): room for N·F bf16 values where the backend keeps them.
+  const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;
   s->acts.assign(2 * nblocks(), SubActs{});
   // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
@@ -153,10 +156,10 @@ int Model::acquire(int B, int T) {
       NormFlags nf = norm_flags(cfg, range.first + i / 2);
       SubActs& a = s->acts[i];
       if (nf.ln_in) take(a.u, N * d), take(a.in_mean, N), take(a.in_rstd, N);
-      take(a.m1, N * (attn ? 3 * d : F));
+      take(a.m1, attn ? N * 3 * d : hidden);
       if (attn && be_->keeps_attention_probs()) take(a.probs, size_t(B) * H * T * T);
       if (attn && !be_->keeps_attention_probs()) take(a.lse, size_t(B) * H * T);
-      take(a.mid, N * (attn ? d : F));
+      take(a.mid, attn ? N * d : hidden);
       take(a.f, N * d);
       if (nf.ln_branch) take(a.g, N * d), take(a.br_mean, N), take(a.br_rstd, N);
       if (nf.ln_sum) take(a.s, N * d), take(a.sum_mean, N), take(a.sum_rstd, N);
@@ -394,8 +397,9 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       s.wdf.resize(2 * nblocks());
       s.wdm1.resize(2 * nblocks());
       s.wdf[i].reserve(*be_, size_t(s.B) * s.T * d);
-      s.wdm1[i].reserve(*be_, size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn));
-      if (!attn) be_->keep_bf16(s.wdm1[i].data(), s.wdm1[i].size());
+      const size_t hidden = size_t(s.B) * s.T * cfg.d_ffn;
+      s.wdm1[i].reserve(*be_, attn ? size_t(s.B) * s.T * 3 * d : be_->keeps_bf16() ? (hidden + 1) / 2 : hidden);
+      if (!attn) be_->keep_bf16(s.wdm1[i].data(), hidden);
       sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {
       float* dm1 = attn ? dm1_.data() : dm1_ffn_.data();

@@ -800,20 +800,23 @@ BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
 
 // Buffers kept in bf16 only (Backend::keep_bf16: the feed-forward's hidden activations and their gradients, in
 // bf16 with the operand cache): the feed-forward's forward and backward through them within 2e-2 of the largest
-// magnitude of the same ops on fp32 buffers (STRATA_CUDA_BF16_ACTIVATIONS=0), their fp32 memory never written
-// (zero as allocated), and every op that would read or write their fp32 values refused with a one-line error.
+// magnitude of the same ops on fp32 buffers (STRATA_CUDA_BF16_ACTIVATIONS=0), their values stored in place as
+// bf16 in the first half of the room an fp32 buffer would take (the rest untouched: zero as allocated), and every
+// op that would read or write their fp32 values refused with a one-line error.
 BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
   const int N = 37, IC = 64, F = 96;
   Vec x = rnd(size_t(N) * IC), w1 = rnd(size_t(IC) * F, 0.2f), b1 = rnd(F), w2 = rnd(size_t(F) * IC, 0.2f), b2 = rnd(IC),
       dy = rnd(size_t(N) * IC);
   struct Out {
-    Vec f, dx, dw1, db1, dw2, db2;
+    Vec f, dx, dw1, db1, dw2, db2, m1;
     double max_m1 = 0, max_mid = 0;
   } out[2];
   setenv("STRATA_CUDA_BF16_ACTIVATIONS", "0", 1);
   auto fp32_stored = make_cuda_backend(0, Precision::bf16);
   unsetenv("STRATA_CUDA_BF16_ACTIVATIONS");
   auto kept = make_cuda_backend(0, Precision::bf16);
+  BOOST_TEST(!fp32_stored->keeps_bf16());
+  BOOST_TEST(kept->keeps_bf16());
   for (int k = 0; k < 2; k++) {
     Backend& be = k ? *kept : *fp32_stored;
     auto x_ = put(be, x), w1_ = put(be, w1), b1_ = put(be, b1), w2_ = put(be, w2), b2_ = put(be, b2), dy_ = put(be, dy);
@@ -839,13 +842,20 @@ BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
     be.matmul_backward_weight(dw2.data(), db2.data(), dy_.data(), mid.data(), N, F, IC);
     out[k].f = get(be, f), out[k].dx = get(be, dx), out[k].dw1 = get(be, dw1), out[k].db1 = get(be, db1);
     out[k].dw2 = get(be, dw2), out[k].db2 = get(be, db2);
-    if (!k) continue;
+    if (!k) {
+      out[k].m1 = get(be, m1);
+      continue;
+    }
     be.synchronize();
-    for (auto* a : {&m1, &mid, &dmid, &dm1}) {  // raw fp32 memory, past the backend's guard
-      Vec raw(a->size(), 1.0f);
-      BOOST_REQUIRE(cudaMemcpy(raw.data(), a->data(), raw.size() * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
-      BOOST_TEST(std::all_of(raw.begin(), raw.end(), [](float v) { return v == 0.0f; }),
-                 "the fp32 memory of a buffer kept in bf16 is never written");
+    for (auto* a : {&m1, &mid, &dmid, &dm1}) {  // raw memory, past the backend's guard
+      std::vector<uint16_t> raw(a->size() * 2, 1);
+      BOOST_REQUIRE(cudaMemcpy(raw.data(), a->data(), raw.size() * 2, cudaMemcpyDeviceToHost) == cudaSuccess);
+      BOOST_TEST(std::all_of(raw.begin() + a->size(), raw.end(), [](uint16_t v) { return v == 0; }),
+                 "past its n bf16 values the room of a kept buffer is untouched");
+      if (a != &m1) continue;
+      Vec m1_values(a->size());
+      for (size_t i = 0; i < m1_values.size(); i++) m1_values[i] = bf16_value(raw[i]);
+      expect_close(m1_values, out[0].m1, 1e-2, "kept: m1 stored in place as bf16");
     }
     Vec host_m1(m1.size());
     Array<float> lo(be, size_t(N) * F), mean(be, N), rstd(be, N), g(be, F);

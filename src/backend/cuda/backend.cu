@@ -59,13 +59,14 @@ class CudaBackend final : public Backend {
         mma_(mma_attention_selected()),
         name_(select(device)),
         memo_(operand_cache_enabled()),
-        keep_(memo_ && env_on("STRATA_CUDA_BF16_ACTIVATIONS")) {}
+        keep_(precision == Precision::bf16 && memo_ && env_on("STRATA_CUDA_BF16_ACTIVATIONS")) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
   ~CudaBackend() override {
     tables_.clear();  // their Arrays release into this backend while it is whole
-    for (auto& [p, c] : copies_) cudaFreeAsync(c.p, s());
+    for (auto& [p, c] : copies_)
+      if (!c.in_place) cudaFreeAsync(c.p, s());
     copies_.clear();
     if (defer_slots_) cudaFreeAsync(defer_slots_, s());
     cuda::scratch_release(stream_.s);
@@ -102,7 +103,10 @@ class CudaBackend final : public Backend {
     if (a != allocs_.end()) drop(p, a->second), allocs_.erase(a);
     cudaFreeAsync(p, s());  // after the work queued on the stream so far; errors ignored here
   }
-  void written(const void* p, size_t bytes) override { wrote_bytes(p, bytes); }
+  void written(const void* p, size_t bytes) override {
+    plain("an external write", {{p, bytes}});
+    wrote_bytes(p, bytes);
+  }
   void upload(void* dst, const void* host_src, size_t bytes) override {
     plain("upload", {{dst, bytes}});
     if (!bytes) return;
@@ -138,6 +142,8 @@ class CudaBackend final : public Backend {
   void matmul_forward(float* out, const float* in, const float* w, const float* b, int N, int IC, int OC) override {
     if (N <= 0) return;
     const bool ko = kept(out, size_t(N) * OC), ki = kept(in, size_t(N) * IC);
+    plain("matmul_forward", {{ko ? nullptr : out, size_t(N) * OC * 4}, {ki ? nullptr : in, size_t(N) * IC * 4},
+                             {w, size_t(IC) * OC * 4}, {b, b ? size_t(OC) * 4 : 0}});
     // Operands rounded before the output is marked: were out to overlap one, its fresh copy would go stale.
     const void *in16 = bf16_of(in, size_t(N) * IC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(out, size_t(N) * OC);
@@ -152,6 +158,8 @@ class CudaBackend final : public Backend {
     if (N <= 0) return;
     const bool ko = kept(din, size_t(N) * IC), kd = kept(dout, size_t(N) * OC);
     STRATA_CHECK(!ko || !accumulate, "cuda backend: matmul_backward_input would accumulate into a buffer kept in bf16");
+    plain("matmul_backward_input", {{ko ? nullptr : din, size_t(N) * IC * 4}, {kd ? nullptr : dout, size_t(N) * OC * 4},
+                                    {w, size_t(IC) * OC * 4}});
     const void *dout16 = bf16_of(dout, size_t(N) * OC), *w16 = bf16_of(w, size_t(IC) * OC);
     wrote(din, size_t(N) * IC);
     void* din16 = ko ? produce_copy(din, size_t(N) * IC) : nullptr;
@@ -166,7 +174,8 @@ class CudaBackend final : public Backend {
     if (N <= 0) return;
     const bool kd = kept(dout, size_t(N) * OC), ki = kept(in, size_t(N) * IC);
     const void *dout16 = bf16_of(dout, size_t(N) * OC), *in16 = bf16_of(in, size_t(N) * IC);
-    plain("matmul_backward_weight", {{dw, size_t(IC) * OC * 4}, {db, size_t(OC) * 4}});
+    plain("matmul_backward_weight", {{dw, size_t(IC) * OC * 4}, {db, db ? size_t(OC) * 4 : 0},
+                                     {kd ? nullptr : dout, size_t(N) * OC * 4}, {ki ? nullptr : in, size_t(N) * IC * 4}});
     wrote(dw, size_t(IC) * OC), wrote(db, size_t(OC));
     // dw read and written; the bias gradient reads dout once more (fp32, or its bf16 copy where kept)
     auto t = prof_.time(K::matmul_backward_weight, 2.0 * N * IC * OC,
@@ -252,6 +261,7 @@ class CudaBackend final : public Backend {
   }
   void activation_forward(float* out, const float* in, size_t n, cpu::Activation a) override {
     const bool ko = kept(out, n), ki = kept(in, n);
+    plain("activation_forward", {{ko ? nullptr : out, n * 4}, {ki ? nullptr : in, n * 4}});
     const void* in16 = ki ? bf16_of(in, n) : nullptr;
     wrote(out, n);
     void* out16 = produce_copy(out, n);
@@ -261,6 +271,7 @@ class CudaBackend final : public Backend {
   }
   void activation_backward(float* din, const float* dout, const float* in, size_t n, cpu::Activation a) override {
     const bool ko = kept(din, n), kd = kept(dout, n), ki = kept(in, n);
+    plain("activation_backward", {{ko ? nullptr : din, n * 4}, {kd ? nullptr : dout, n * 4}, {ki ? nullptr : in, n * 4}});
     const void *dout16 = kd ? bf16_of(dout, n) : nullptr, *in16 = ki ? bf16_of(in, n) : nullptr;
     wrote(din, n);
     void* din16 = produce_copy(din, n);
@@ -330,6 +341,7 @@ class CudaBackend final : public Backend {
   }
   void adamw_update(float* p, float* m, float* v, const float* g, size_t n, const cpu::AdamWParams& hp,
                     bool decay) override {
+    plain("adamw_update", {{p, n * 4}, {m, n * 4}, {v, n * 4}, {g, n * 4}});
     wrote(p, n), wrote(m, n), wrote(v, n);
     auto t = prof_.time(K::adamw_update, 0, 28.0 * n);
     cuda::adamw_update(p, m, v, g, n, hp, decay, s());
@@ -340,6 +352,7 @@ class CudaBackend final : public Backend {
                              const cpu::AdamWParams& hp) override {
     const SegmentTable& t = segment_table(segs);
     if (!t.total) return;
+    plain("adamw_update", {{p, t.extent * 4}, {m, t.extent * 4}, {v, t.extent * 4}, {g, t.extent * 4}});
     wrote(p, t.extent), wrote(m, t.extent), wrote(v, t.extent);  // the gaps between segments too: harmless
     auto tm = prof_.time(K::adamw_update, 0, 28.0 * double(t.total));
     cuda::adamw_update_segments(p, m, v, g, t.segs.data(), t.start.data(), t.count, t.total, hp, s());
@@ -363,6 +376,7 @@ class CudaBackend final : public Backend {
   }
   double stats_maxabs(const float* x, size_t n) override {
     const bool k = kept(x, n);
+    plain("stats_maxabs", {{k ? nullptr : x, n * 4}});
     const void* x16 = k ? bf16_of(x, n) : nullptr;
     auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
     cuda::stats_maxabs(slots(1), k ? nullptr : x, n, s(), x16);
@@ -379,6 +393,7 @@ class CudaBackend final : public Backend {
   // on the host in order. Given probs (e.g. from cuda::attention_forward), they are used directly.
   double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) override {
     if (B <= 0 || T <= 0 || H <= 0) return 0.0;
+    plain("attention_entropy", {{qkv, size_t(B) * T * 3 * C * 4}, {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
     auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
     if (probs) {
       cuda::attention_entropy(slots(1), probs, B * H * T, T, s());
@@ -400,6 +415,7 @@ class CudaBackend final : public Backend {
   }
   void stats_maxabs_to(double* dst, const float* x, size_t n) override {
     const bool k = kept(x, n);
+    plain("stats_maxabs", {{k ? nullptr : x, n * 4}});
     const void* x16 = k ? bf16_of(x, n) : nullptr;
     auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
     cuda::stats_maxabs(defer(dst, Deferred::max, 1.0, 1), k ? nullptr : x, n, s(), x16);
@@ -412,6 +428,7 @@ class CudaBackend final : public Backend {
   void attention_entropy_to(double* dst, const float* probs, const float* qkv, int B, int T, int C,
                             int H) override {
     if (B <= 0 || T <= 0 || H <= 0) return;
+    plain("attention_entropy", {{qkv, size_t(B) * T * 3 * C * 4}, {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
     const int rows = probs ? 1 : B;
     if (rows > kDeferSlots) return Backend::attention_entropy_to(dst, probs, qkv, B, T, C, H);
     auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
@@ -438,7 +455,7 @@ class CudaBackend final : public Backend {
 
   size_t extra_bytes() const override {
     size_t n = 0;
-    for (auto& [x, c] : copies_) n += c.cap * 2;
+    for (auto& [x, c] : copies_) n += c.in_place ? 0 : c.cap * 2;
     return n;
   }
 
@@ -563,16 +580,23 @@ class CudaBackend final : public Backend {
     return !(e && std::strcmp(e, "0") == 0);
   }
   struct Copy {
-    void* p = nullptr;  // n bf16 values (capacity cap), stream-ordered memory
+    void* p = nullptr;  // n bf16 values (capacity cap), stream-ordered memory; in place: the kept buffer itself
     size_t n = 0, cap = 0;
     bool valid = false;
+    bool in_place = false;  // a buffer kept in bf16 only (keep_bf16): p is its own address
   };
+  // The bytes from the key a copy stands for: n fp32 values, or a kept buffer's own cap bf16 values.
+  static size_t extent(const Copy& c) { return c.in_place ? c.cap * 2 : c.n * sizeof(float); }
   bool caching(const float* x, size_t n) const {
     return precision_ == Precision::bf16 && memo_ && x && n && allocated(x, n);
   }
   // x's entry with room for n values (not yet valid).
   Copy& entry(const float* x, size_t n) {
     Copy& c = copies_[x];
+    if (c.in_place) {
+      c.n = n, c.valid = false;  // kept(x, n) has checked n against its room
+      return c;
+    }
     if (c.cap < n) {
       if (c.p) STRATA_CUDA_CHECK(cudaFreeAsync(c.p, s()));
       c.p = nullptr, c.cap = 0;
@@ -586,11 +610,15 @@ class CudaBackend final : public Backend {
   // The bf16 copy of x[0, n), rounded now unless a valid one is kept; null where there is none to give (fp32,
   // or the cache off: matmul rounds into its scratch). A buffer kept in bf16 only has nothing to round from.
   const void* bf16_of(const float* x, size_t n) {
+    if (kept(x, n)) {
+      const Copy& c = copies_.at(x);
+      STRATA_CHECK(c.valid && c.n == n, "cuda backend: ", n, " values kept in bf16 only (keep_bf16) are read before ",
+                   "an op wrote them whole");
+      return c.p;
+    }
     if (!caching(x, n)) return nullptr;
     auto found = copies_.find(x);
     if (found != copies_.end() && found->second.valid && found->second.n == n) return found->second.p;
-    STRATA_CHECK(!kept(x, n), "cuda backend: ", n, " values kept in bf16 only (keep_bf16) are read before an op ",
-                 "wrote them whole");
     Copy& c = entry(x, n);
     {
       auto t = prof_.time(K::round_to_bf16, 0, 6.0 * n);
@@ -603,7 +631,9 @@ class CudaBackend final : public Backend {
   // activations, the fused attention and the cross-entropy's backward: their outputs are mostly GEMM operands
   // next): that copy's memory, or null (no cache); after the
   // op is queued, produced() makes it valid.
-  void* produce_copy(const float* out, size_t n) { return caching(out, n) ? entry(out, n).p : nullptr; }
+  void* produce_copy(const float* out, size_t n) {
+    return kept(out, n) || caching(out, n) ? entry(out, n).p : nullptr;
+  }
   void produced(const float* out, const void* out16) {
     if (out16) copies_[out].valid = true;
   }
@@ -612,16 +642,25 @@ class CudaBackend final : public Backend {
     const char* e = std::getenv(name);
     return !(e && std::strcmp(e, "0") == 0);
   }
+  bool keeps_bf16() const override { return keep_; }
+  // The buffer at p (room for n bf16 values, inside one alloc() block) holds its values as bf16 in place.
   void keep_bf16(const float* p, size_t n) override {
-    if (keep_ && caching(p, n)) kept_[p] = n * sizeof(float);
+    if (!keep_ || !p || !n) return;
+    STRATA_CHECK(allocated(p, (n + 1) / 2), "cuda backend: keep_bf16 of ", n, " values outside one allocation");
+    kept_[p] = n * 2;
+    Copy& c = copies_[p];
+    if (c.p && !c.in_place) STRATA_CUDA_CHECK(cudaFreeAsync(c.p, s()));
+    c = Copy{const_cast<float*>(p), 0, n, false, true};
+    longest_ = std::max(longest_, n * 2);
   }
-  // Whether [x, x + n) lies inside one kept range.
+  // Whether x is a buffer kept in bf16 only (then n values must fit in it).
   bool kept(const float* x, size_t n) const {
-    if (kept_.empty() || !x || !n) return false;
-    auto it = kept_.upper_bound(x);
-    if (it == kept_.begin()) return false;
-    --it;
-    return reinterpret_cast<uintptr_t>(x + n) <= reinterpret_cast<uintptr_t>(it->first) + it->second;
+    if (kept_.empty() || !x) return false;
+    auto it = kept_.find(x);
+    if (it == kept_.end()) return false;
+    STRATA_CHECK(n * 2 <= it->second, "cuda backend: ", n, " values of a buffer kept in bf16 with room for ",
+                 it->second / 2);
+    return true;
   }
   // An op that reads or writes these ranges as fp32 fails on one that overlaps a kept range (kept ranges do not
   // overlap each other: the one starting at or below each range's start, and the next one, are all to check).
@@ -647,9 +686,10 @@ class CudaBackend final : public Backend {
     // A copy starting more than `longest_` bytes below lo cannot reach it.
     auto it = copies_.lower_bound(reinterpret_cast<const float*>(lo - std::min<uintptr_t>(lo, longest_)));
     for (; it != copies_.end() && reinterpret_cast<uintptr_t>(it->first) < hi; ++it)
-      if (reinterpret_cast<uintptr_t>(it->first + it->second.n) > lo) it->second.valid = false;
+      if (reinterpret_cast<uintptr_t>(it->first) + extent(it->second) > lo) it->second.valid = false;
   }
-  void wrote(const float* p, size_t n) { wrote_bytes(p, n * sizeof(float)); }  // n floats at p
+  // n values at p: floats, or bf16 where p is kept in bf16 only.
+  void wrote(const float* p, size_t n) { wrote_bytes(p, n * (kept_.count(p) ? 2 : sizeof(float))); }
   void wrote_to_block_end(const void* p) {
     if (copies_.empty() || !p) return;
     auto it = allocs_.upper_bound(p);
@@ -667,7 +707,7 @@ class CudaBackend final : public Backend {
       k = kept_.erase(k);
     for (auto it = copies_.lower_bound(static_cast<const float*>(p));
          it != copies_.end() && reinterpret_cast<uintptr_t>(it->first) < hi;) {
-      if (it->second.p) cudaFreeAsync(it->second.p, s());
+      if (it->second.p && !it->second.in_place) cudaFreeAsync(it->second.p, s());
       it = copies_.erase(it);
     }
   }

@@ -8,8 +8,9 @@
 // the heuristic is told A/B/C/D's alignment but not the bias's, and a kernel assuming it aligned faults on one
 // that is not (as PyTorch found; a parameter slice of a model whose d is not a multiple of 4), so such a bias is
 // added by the bias kernel. Where cuBLASLt offers no algorithm, cublasGemmEx and the bias kernel do the GEMM.
-// A bf16 output (a buffer the backend keeps in bf16 only) is the epilogue's rounding of the fp32 result (the
-// bias, fp32, added before it); the fallback rounds the product, then adds the bias and rounds again. The bias
+// A bf16 output (a buffer the backend keeps in bf16 only) is the epilogue's rounding of the fp32 result, the bias
+// added before it in D's type (bf16, as autocast casts a linear layer's bias); the fallback rounds the product,
+// then adds the fp32 bias and rounds again. The bias
 // gradient is always the fixed-shape two-pass column sums of colsum.cuh (deterministic), over the fp32 output
 // gradient or, kept in bf16 only, its bf16 values.
 #include <cublasLt.h>
@@ -152,10 +153,11 @@ using LtKey = std::tuple<int, int, int, int, int, int, int, int, bool, uint32_t,
     if ((call) != CUBLAS_STATUS_SUCCESS) return plan; \
   } while (0)
 
-// The plan for D = op(A)·op(B) (+ beta·C) (+ bias, fp32, 16-byte aligned) in bf16 × bf16 → fp32, or → bf16 where
-// out16; built once per key and thread (the thread's device: one device per thread, as for blas()).
+// The plan for D = op(A)·op(B) (+ beta·C) (+ bias, 16-byte aligned) in bf16 × bf16 → fp32, or → bf16 where out16;
+// the bias has D's type (cublasLt.h: CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE). Built once per key and thread (the
+// thread's device: one device per thread, as for blas()).
 LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc,
-                const float* bias, uint32_t align_a, uint32_t align_b, uint32_t align_c, bool out16) {
+                const void* bias, uint32_t align_a, uint32_t align_b, uint32_t align_c, bool out16) {
   thread_local std::map<LtKey, LtPlan> plans;
   const LtKey key{ta, tb, m, n, k, lda, ldb, ldc, bias != nullptr, align_a, align_b, align_c, out16};
   auto found = plans.find(key);
@@ -172,11 +174,6 @@ LtPlan& lt_plan(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue));
     // A 16-byte aligned bias (the callers' rule); cublasLtMatmul sets the pointer of each call.
     STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    if (out16) {  // the bias's type defaults to D's: ours stays fp32
-      const int32_t bias_type = CUDA_R_32F;
-      STRATA_LT_TRY(cublasLtMatmulDescSetAttribute(plan.desc.h, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type,
-                                                   sizeof bias_type));
-    }
   }
   STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.a.h, CUDA_R_16BF, ta == CUBLAS_OP_N ? m : k, ta == CUBLAS_OP_N ? k : m, lda));
   STRATA_LT_TRY(cublasLtMatrixLayoutCreate(&plan.b.h, CUDA_R_16BF, tb == CUBLAS_OP_N ? k : n, tb == CUBLAS_OP_N ? n : k, ldb));
@@ -227,7 +224,11 @@ void gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const
   }
   if (!a16) a16 = bf16_copy(0, A, a_elems, s);
   if (!b16) b16 = bf16_copy(1, B, b_elems, s);
-  const float* epilogue_bias = bias && alignment(bias) >= 16 ? bias : nullptr;
+  // The epilogue's bias has D's type: with a bf16 output, the bias rounded to bf16 (scratch slot 9; as autocast
+  // casts a linear layer's bias), 16-byte aligned as scratch always is.
+  const void* epilogue_bias = C16 && bias ? bf16_copy(9, bias, size_t(m), s)
+                              : bias && alignment(bias) >= 16 ? static_cast<const void*>(bias)
+                                                               : nullptr;
   LtPlan& plan = lt_plan(ta, tb, m, n, k, lda, ldb, ldc, epilogue_bias, alignment(a16), alignment(b16), alignment(out),
                          C16 != nullptr);
   if (plan.ok) {

@@ -469,7 +469,7 @@ bool spans_device(const void* p, size_t elems, size_t bytes_per) {
 cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const float* alpha, const void* A,
                     cudaDataType at, int lda, long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
                     const float* beta, void* C, int ldc, long long sc, int batch, bool round_tf32,
-                    const float* bias = nullptr, cudaDataType ct = CUDA_R_32F) {
+                    const void* bias = nullptr, cudaDataType ct = CUDA_R_32F, cudaDataType bias_t = CUDA_R_32F) {
   if (m < 0 || n < 0 || k < 0 || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
   if (m == 0 || n == 0 || batch == 0) return CUBLAS_STATUS_SUCCESS;
   const int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
@@ -482,7 +482,8 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
     char* c = static_cast<char*>(C) + size_t(z) * sc * cb;
     if ((k > 0 && (!spans_device(a, size_t(lda) * (acols - 1) + arows, ab) ||
                    !spans_device(b, size_t(ldb) * (bcols - 1) + brows, bb))) ||
-        !spans_device(c, size_t(ldc) * (n - 1) + m, cb) || (bias && !spans_device(bias, size_t(m), 4))) {
+        !spans_device(c, size_t(ldc) * (n - 1) + m, cb) ||
+        (bias && !spans_device(bias, size_t(m), bias_t == CUDA_R_16BF ? 2 : 4))) {
       std::fprintf(stderr, "cuda emulator: cuBLAS GEMM operand outside device memory\n");
       return CUBLAS_STATUS_INVALID_VALUE;
     }
@@ -501,7 +502,7 @@ cublasStatus_t gemm(cublasOperation_t ta, cublasOperation_t tb, int m, int n, in
         for (int l = 0; l < k; l++) s += x[l] * y[l];
         const size_t at_c = size_t(j) * ldc + i;
         const double old = *beta != 0.0f ? double(*beta) * load(c, ct, at_c, false) : 0.0;
-        const float v = float(*alpha * s + old + (bias ? double(bias[i]) : 0.0));
+        const float v = float(*alpha * s + old + (bias ? double(load(bias, bias_t, i, false)) : 0.0));
         if (ct == CUDA_R_16BF)
           reinterpret_cast<__nv_bfloat16*>(c)[at_c] = __float2bfloat16_rn(v);
         else
@@ -577,7 +578,7 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, 
 
 // ---- cuBLASLt: the descriptors src/backend/cuda sets, cublasLtMatmul through the reference GEMM ----
 // Supported: bf16 A and B, fp32 or bf16 C = D (in place), fp32 compute and scale, transposes, the DEFAULT and BIAS
-// epilogues with an fp32 bias (with a bf16 D the bias's type defaults to bf16, so it must be set to fp32). Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
+// epilogues with a bias of D's type (cublasLt.h: other bias types only for IMMA and fp8 kernels). Anything else is CUBLAS_STATUS_NOT_SUPPORTED or INVALID_VALUE, so an attribute the emulator does not
 // model cannot be ignored silently. The heuristic's policy (the emulator's, to make the callers' fallback
 // testable): no algorithm where A, B, C or D is declared aligned to less than 16 bytes. Like the real heuristic it
 // is not told the bias's alignment; the algorithm it returns needs 16-byte aligned pointers, the bias included,
@@ -611,8 +612,8 @@ bool lt_shape(const LtDesc& d, const LtLayout& a, const LtLayout& b, const LtLay
   if (a.type != CUDA_R_16BF || b.type != CUDA_R_16BF || (c.type != CUDA_R_32F && c.type != CUDA_R_16BF)) return false;
   if (d.compute != CUBLAS_COMPUTE_32F || d.scale != CUDA_R_32F) return false;
   if (d.epilogue != CUBLASLT_EPILOGUE_DEFAULT && d.epilogue != CUBLASLT_EPILOGUE_BIAS) return false;
-  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && (d.bias_type == -1 ? int32_t(c.type) : d.bias_type) != CUDA_R_32F)
-    return false;  // only fp32 bias vectors are modelled
+  if (d.epilogue == CUBLASLT_EPILOGUE_BIAS && d.bias_type != -1 && d.bias_type != int32_t(c.type))
+    return false;  // a bias of D's type only
   m = int(c.rows), n = int(c.cols);
   k = int(d.ta == CUBLAS_OP_N ? a.cols : a.rows);
   const uint64_t am = d.ta == CUBLAS_OP_N ? a.rows : a.cols;
@@ -710,7 +711,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (C != D || cl != dl) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (!lt_shape(d, a, b, c, m, n, k)) return CUBLAS_STATUS_INVALID_VALUE;
   const uint32_t need = uint32_t(algo->data[1]);
-  const float* bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? static_cast<const float*>(d.bias) : nullptr;
+  const void* bias = d.epilogue == CUBLASLT_EPILOGUE_BIAS ? d.bias : nullptr;
   if (align_of(A) < need || align_of(B) < need || align_of(D) < need || (bias && align_of(bias) < need)) {
     std::fprintf(stderr, "cuda emulator: cublasLtMatmul operand aligned below what its algorithm needs\n");
     return CUBLAS_STATUS_INVALID_VALUE;
@@ -719,7 +720,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
   if (workspace_bytes && !spans_device(workspace, workspace_bytes, 1)) return CUBLAS_STATUS_INVALID_VALUE;
   return gemm(cublasOperation_t(d.ta), cublasOperation_t(d.tb), m, n, k, static_cast<const float*>(alpha), A,
               CUDA_R_16BF, int(a.ld), 0, B, CUDA_R_16BF, int(b.ld), 0, static_cast<const float*>(beta), D, int(c.ld),
-              0, 1, false, bias, c.type);
+              0, 1, false, bias, c.type, c.type);
 }
 
 }  // extern "C"

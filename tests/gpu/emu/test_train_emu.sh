@@ -7,7 +7,8 @@
 # the CUDA backend's buffers, staged transfers between ranks) on a machine without a GPU. bf16 on one and on two
 # stages, each with the backend's bf16 operand cache and without it (STRATA_CUDA_OPERAND_CACHE=0), the hidden
 # activations stored in fp32 (STRATA_CUDA_BF16_ACTIVATIONS=0): the same losses to the 9 digits metrics.jsonl
-# keeps; stored in bf16 only (the default, one stage): within 1e-3 of fp32-stored. The cached bf16 runs also time every op (log.gpu_profile): each stage's
+# keeps; stored in bf16 only (the default; one stage, and two under zb-h1, whose deferred weight gradients read
+# the kept gradients later): within 1e-3 of fp32-stored. The cached bf16 runs also time every op (log.gpu_profile): each stage's
 # table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
 # bf16 with the register-resident mma.sync attention (STRATA_CUDA_ATTENTION=mma) within 2% of fp32, and close to
 # the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
@@ -36,7 +37,7 @@ run() {  # NAME ARGS...
   fi
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
-for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain; do cp -r "$WORK/start" "$WORK/$r"; done
+for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -50,6 +51,7 @@ STAGES2="--set train.device=cuda --set train.precision=bf16 --set parallel.pipel
 run mpi2b16 mpirun -np 2 --bind-to none -x STRATA_CUDA_BF16_ACTIVATIONS=0 "$BIN" train $COMMON $R $STAGES2 \
   --set log.gpu_profile=true
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2
+run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1
 grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
 cmp() { "$PY" tests/gpu/compare_losses.py "$@" 3 || rc=1; }
 cmp "emulated GPU fp32 vs CPU (steps 3-6)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
@@ -61,6 +63,8 @@ cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$
 cmp "bf16, hidden activations kept in bf16 vs fp32" "$WORK/gpu16fp32act/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 1e-3
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
   "$WORK/mpi2b16/metrics.jsonl" 0
+cmp "bf16, 2 stages zb-h1, kept in bf16, vs 1f1b fp32-stored" "$WORK/mpi2b16/metrics.jsonl" \
+  "$WORK/mpi2b16zb/metrics.jsonl" 1e-3
 # The profiles: steps 4-6 (the run's first step warms up), M micro-batches, L blocks → 3·M·(4L+1) GEMMs of each
 # kind in all; a stage's forward GEMMs are its blocks' 4 per micro-batch plus the head's on the last stage.
 "$PY" - "$WORK/gpu16.log" "$WORK/mpi2b16.log" <<'EOF' || rc=1
