@@ -118,8 +118,10 @@ void Model::reserve_scratch(int B, int T) {
   cap_T_ = std::max(T, cap_T_);
   const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
+  const bool qkv16 = be_->keeps_attention_bf16(int(d), cfg.heads);  // ∂/∂qkv kept in bf16 (keep_bf16 below)
   dmid_ = Array<float>(*be_, N * d);
-  dm1_ = Array<float>(*be_, N * 3 * d);
+  dm1_ = Array<float>(*be_, qkv16 ? (N * 3 * d + 1) / 2 : N * 3 * d);
+  if (qkv16) be_->keep_bf16(dm1_.data(), N * 3 * d);
   const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;  // room for N·F bf16 values where kept
   dmid_ffn_ = Array<float>(*be_, hidden);
   dm1_ffn_ = Array<float>(*be_, hidden);
@@ -142,6 +144,9 @@ int Model::acquire(int B, int T) {
   const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
   // The feed-forward's hidden activations (keep_bf16 below): room for N·F bf16 values where the backend keeps them.
   const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;
+  // Attention's qkv likewise, where the backend's attention reads it as bf16.
+  const bool qkv16 = be_->keeps_attention_bf16(int(d), int(H));
+  const size_t qkv_room = qkv16 ? (N * 3 * d + 1) / 2 : N * 3 * d;
   s->acts.assign(2 * nblocks(), SubActs{});
   // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
@@ -156,7 +161,7 @@ int Model::acquire(int B, int T) {
       NormFlags nf = norm_flags(cfg, range.first + i / 2);
       SubActs& a = s->acts[i];
       if (nf.ln_in) take(a.u, N * d), take(a.in_mean, N), take(a.in_rstd, N);
-      take(a.m1, attn ? N * 3 * d : hidden);
+      take(a.m1, attn ? qkv_room : hidden);
       if (attn && be_->keeps_attention_probs()) take(a.probs, size_t(B) * H * T * T);
       if (attn && !be_->keeps_attention_probs()) take(a.lse, size_t(B) * H * T);
       take(a.mid, attn ? N * d : hidden);
@@ -178,6 +183,7 @@ int Model::acquire(int B, int T) {
   for (int i = 1; i < 2 * nblocks(); i += 2) {
     be_->keep_bf16(s->acts[i].m1, N * F);
     be_->keep_bf16(s->acts[i].mid, N * F);
+    if (qkv16) be_->keep_bf16(s->acts[i - 1].m1, N * 3 * d);
   }
   s->tokens = Array<int32_t>(*be_, N);
   s->targets = Array<int32_t>(*be_, N);
@@ -397,9 +403,11 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       s.wdf.resize(2 * nblocks());
       s.wdm1.resize(2 * nblocks());
       s.wdf[i].reserve(*be_, size_t(s.B) * s.T * d);
-      const size_t hidden = size_t(s.B) * s.T * cfg.d_ffn;
-      s.wdm1[i].reserve(*be_, attn ? size_t(s.B) * s.T * 3 * d : be_->keeps_bf16() ? (hidden + 1) / 2 : hidden);
-      if (!attn) be_->keep_bf16(s.wdm1[i].data(), hidden);
+      // ∂/∂m1 [N, 3d | d_ffn]: room for bf16 values where the backend keeps them so (keep_bf16)
+      const size_t n1 = size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn);
+      const bool kept = attn ? be_->keeps_attention_bf16(d, cfg.heads) : be_->keeps_bf16();
+      s.wdm1[i].reserve(*be_, kept ? (n1 + 1) / 2 : n1);
+      if (kept) be_->keep_bf16(s.wdm1[i].data(), n1);
       sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {
       float* dm1 = attn ? dm1_.data() : dm1_ffn_.data();

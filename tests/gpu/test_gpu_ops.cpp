@@ -747,8 +747,15 @@ BOOST_AUTO_TEST_CASE(attention_and_crossentropy_write_the_bf16_copy) {
       if (tc && !cuda::attention_tc_supported(C, H)) continue;
       const std::string what = std::string(tc ? "tensor-core" : "fp32") + " attention C " + std::to_string(C) +
                                " T " + std::to_string(T);
-      auto fwd = tc ? cuda::attention_tc_forward : cuda::attention_fused_forward;
-      auto bwd = tc ? cuda::attention_tc_backward : cuda::attention_fused_backward;
+      auto fwd = [&](float* out, float* lse, const float* q, int B_, int T_, int C_, int H_, cudaStream_t s, void* o16) {
+        if (tc) return cuda::attention_tc_forward(out, lse, q, B_, T_, C_, H_, s, o16);
+        cuda::attention_fused_forward(out, lse, q, B_, T_, C_, H_, s, o16);
+      };
+      auto bwd = [&](float* dq, const float* d_out, const float* out, const float* lse, const float* q, int B_, int T_,
+                     int C_, int H_, cudaStream_t s, void* d16) {
+        if (tc) return cuda::attention_tc_backward(dq, d_out, out, lse, q, B_, T_, C_, H_, s, d16);
+        cuda::attention_fused_backward(dq, d_out, out, lse, q, B_, T_, C_, H_, s, d16);
+      };
       auto oa = poisoned(BT * C), ob = poisoned(BT * C), lse = poisoned(BT * H), o16 = poisoned16(BT * C);
       fwd(oa.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr);
       fwd(ob.as<float>(), lse.as<float>(), qkv_.as<float>(), B, T, C, H, 0, o16.as<void>());
@@ -768,6 +775,37 @@ BOOST_AUTO_TEST_CASE(attention_and_crossentropy_write_the_bf16_copy) {
   cuda::crossentropy_backward(db.as<float>(), logits_.as<float>(), targets_.as<int32_t>(), N, V, 0.25f, 0,
                               d16.as<void>());
   check(da, db, d16, size_t(N) * V, "crossentropy_backward");
+}
+
+// qkv kept in bf16 only (qkv16, null qkv) and dqkv written as bf16 only (null dqkv): the tensor-core attention
+// (WMMA and mma) rounds fp32 qkv to the same bf16 values as it loads it, so out, lse and dqkv are the same bits as
+// from fp32 qkv, and the bf16-only dqkv is to_bf16 of the fp32 one.
+BOOST_AUTO_TEST_CASE(tensor_core_attention_reads_bf16_qkv_bitwise) {
+  const int B = 2, T = 70, C = 128, H = 2;
+  const size_t BT = size_t(B) * T;
+  Vec qkv = rnd(BT * 3 * C), dout = rnd(BT * C);
+  auto qkv_ = dev(qkv), dout_ = dev(dout);
+  cuda::Buffer qkv16(BT * 3 * C * 2);
+  cuda::to_bf16(qkv16.as<void>(), qkv_.as<float>(), BT * 3 * C);
+  for (bool mma : {false, true}) {
+    const char* kind = mma ? "mma" : "wmma";
+    auto fwd = mma ? cuda::attention_mma_forward : cuda::attention_tc_forward;
+    auto bwd = mma ? cuda::attention_mma_backward : cuda::attention_tc_backward;
+    auto o1 = poisoned(BT * C), o2 = poisoned(BT * C), l1 = poisoned(BT * H), l2 = poisoned(BT * H);
+    fwd(o1.as<float>(), l1.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr, nullptr);
+    fwd(o2.as<float>(), l2.as<float>(), nullptr, B, T, C, H, 0, nullptr, qkv16.as<void>());
+    BOOST_TEST(host(o1) == host(o2), kind << ": out from bf16 qkv");
+    BOOST_TEST(host(l1) == host(l2), kind << ": lse from bf16 qkv");
+    auto d1 = poisoned(BT * 3 * C);
+    cuda::Buffer d16(BT * 3 * C * 2), r16(BT * 3 * C * 2);
+    d16.fill_bytes(0xff);
+    bwd(d1.as<float>(), dout_.as<float>(), o1.as<float>(), l1.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr,
+        nullptr);
+    bwd(nullptr, dout_.as<float>(), o1.as<float>(), l1.as<float>(), nullptr, B, T, C, H, 0, d16.as<void>(),
+        qkv16.as<void>());
+    cuda::to_bf16(r16.as<void>(), d1.as<float>(), BT * 3 * C);
+    BOOST_TEST((host_as<uint16_t>(d16) == host_as<uint16_t>(r16)), kind << ": bf16-only dqkv from bf16 qkv");
+  }
 }
 
 // AdamW over many tensors of one buffer in one launch (the optimizer's call): bit for bit the per-tensor updates,

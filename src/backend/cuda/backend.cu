@@ -215,46 +215,59 @@ class CudaBackend final : public Backend {
     produced(din, din16);
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
-    plain("attention_forward", {{out, size_t(std::max(B * T, 0)) * C * 4}, {qkv, size_t(std::max(B * T, 0)) * 3 * C * 4}});
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
+    const bool kq = kept(qkv, BT * 3 * C);
+    plain("attention_forward", {{out, BT * C * 4}, {kq ? nullptr : qkv, BT * 3 * C * 4}});
+    STRATA_CHECK(!kq || (fused_ && tensor_cores(C, H)), "cuda backend: attention_forward of qkv kept in bf16 needs ",
+                 "the tensor-core attention");
+    const void* qkv16 = kq ? bf16_of(qkv, BT * 3 * C) : nullptr;
+    if (kq) qkv = nullptr;
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
     // The fused kernels write out's bf16 copy (the projection GEMM's operand) as they store out.
     void* out16 = fused_ ? produce_copy(out, BT * C) : nullptr;
     // causal: half of QKᵀ and of PV; qkv read, out (and lse or probs) written
     auto t = prof_.time(K::attention_forward, 2.0 * BT * T * C,
-                        (out16 ? 18.0 : 16.0) * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
+                        ((kq ? 6.0 : 12.0) + (out16 ? 6.0 : 4.0)) * BT * C +
+                            4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
       return cuda::attention_forward(out, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
     if (mma_attention(C, H))
-      cuda::attention_mma_forward(out, lse, qkv, B, T, C, H, s(), out16);
+      cuda::attention_mma_forward(out, lse, qkv, B, T, C, H, s(), out16, qkv16);
     else if (tensor_cores(C, H))
-      cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s(), out16);
+      cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s(), out16, qkv16);
     else
       cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s(), out16);
     produced(out, out16);
   }
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
-    plain("attention_backward", {{dqkv, size_t(std::max(B * T, 0)) * 3 * C * 4}, {dout, size_t(std::max(B * T, 0)) * C * 4},
-                                 {out, size_t(std::max(B * T, 0)) * C * 4}, {qkv, size_t(std::max(B * T, 0)) * 3 * C * 4}});
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
+    const bool kq = kept(qkv, BT * 3 * C), kd = kept(dqkv, BT * 3 * C);
+    plain("attention_backward", {{kd ? nullptr : dqkv, BT * 3 * C * 4}, {dout, BT * C * 4}, {out, BT * C * 4},
+                                 {kq ? nullptr : qkv, BT * 3 * C * 4}});
+    STRATA_CHECK(!(kq || kd) || (fused_ && tensor_cores(C, H)), "cuda backend: attention_backward of qkv or dqkv ",
+                 "kept in bf16 needs the tensor-core attention");
+    const void* qkv16 = kq ? bf16_of(qkv, BT * 3 * C) : nullptr;
+    if (kq) qkv = nullptr;
     wrote(dqkv, BT * 3 * C);
     void* dqkv16 = fused_ ? produce_copy(dqkv, BT * 3 * C) : nullptr;  // the QKV GEMMs' backward operand
+    float* dqkv32 = kd ? nullptr : dqkv;
     // five causal T×T×hs products (S again, dP, dV, dQ, dK); qkv, out, dout read, dqkv written
     auto t = prof_.time(K::attention_backward, 5.0 * BT * T * C,
-                        (dqkv16 ? 38.0 : 32.0) * BT * C + 4.0 * BT * H * (probs ? std::max(T, 0) : 1));
+                        ((kq ? 6.0 : 12.0) + 8.0 + (kd ? 6.0 : dqkv16 ? 18.0 : 12.0)) * BT * C +
+                            4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
       return cuda::attention_backward(dqkv, dout, probs, qkv, B, T, C, H, s(), precision_);
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
     if (mma_attention(C, H))
-      cuda::attention_mma_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
+      cuda::attention_mma_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16);
     else if (tensor_cores(C, H))
-      cuda::attention_tc_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
+      cuda::attention_tc_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16);
     else
       cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
     produced(dqkv, dqkv16);
@@ -393,7 +406,8 @@ class CudaBackend final : public Backend {
   // on the host in order. Given probs (e.g. from cuda::attention_forward), they are used directly.
   double attention_entropy(const float* probs, const float* qkv, int B, int T, int C, int H) override {
     if (B <= 0 || T <= 0 || H <= 0) return 0.0;
-    plain("attention_entropy", {{qkv, size_t(B) * T * 3 * C * 4}, {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
+    plain("attention_entropy", {{kept(qkv, size_t(B) * T * 3 * C) ? nullptr : qkv, size_t(B) * T * 3 * C * 4},
+                                {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
     auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
     if (probs) {
       cuda::attention_entropy(slots(1), probs, B * H * T, T, s());
@@ -428,7 +442,8 @@ class CudaBackend final : public Backend {
   void attention_entropy_to(double* dst, const float* probs, const float* qkv, int B, int T, int C,
                             int H) override {
     if (B <= 0 || T <= 0 || H <= 0) return;
-    plain("attention_entropy", {{qkv, size_t(B) * T * 3 * C * 4}, {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
+    plain("attention_entropy", {{kept(qkv, size_t(B) * T * 3 * C) ? nullptr : qkv, size_t(B) * T * 3 * C * 4},
+                                {probs, probs ? size_t(B) * H * T * T * 4 : 0}});
     const int rows = probs ? 1 : B;
     if (rows > kDeferSlots) return Backend::attention_entropy_to(dst, probs, qkv, B, T, C, H);
     auto t = prof_.time(K::reductions, 0, 4.0 * B * H * T * T);
@@ -514,11 +529,18 @@ class CudaBackend final : public Backend {
 
   using K = cuda::OpKind;
   // ent[b] = the attention entropy of batch row b, its probabilities recomputed from qkv into scratch 6–7.
+  // qkv kept in bf16 only is widened to fp32 one batch row at a time (scratch slot 10) for the recomputation.
   void entropy_rows(double* ent, const float* qkv, int B, int T, int C, int H) {
     auto* out = static_cast<float*>(cuda::scratch(6, size_t(T) * C * sizeof(float), s()));
     auto* p = static_cast<float*>(cuda::scratch(7, size_t(H) * T * T * sizeof(float), s()));
+    const size_t row = size_t(T) * 3 * C;
+    const bool kq = kept(qkv, size_t(B) * row);
+    const auto* q16 = kq ? static_cast<const uint16_t*>(bf16_of(qkv, size_t(B) * row)) : nullptr;
+    auto* wide = kq ? static_cast<float*>(cuda::scratch(10, row * sizeof(float), s())) : nullptr;
     for (int b = 0; b < B; b++) {
-      cuda::attention_forward(out, p, qkv + size_t(b) * T * 3 * C, 1, T, C, H, s());
+      const float* q = kq ? wide : qkv + size_t(b) * row;
+      if (kq) cuda::from_bf16(wide, q16 + size_t(b) * row, row, s());
+      cuda::attention_forward(out, p, q, 1, T, C, H, s());
       cuda::attention_entropy(ent + b, p, H * T, T, s());
     }
   }
@@ -643,6 +665,7 @@ class CudaBackend final : public Backend {
     return !(e && std::strcmp(e, "0") == 0);
   }
   bool keeps_bf16() const override { return keep_; }
+  bool keeps_attention_bf16(int C, int H) const override { return keep_ && fused_ && tensor_cores(C, H); }
   // The buffer at p (room for n bf16 values, inside one alloc() block) holds its values as bf16 in place.
   void keep_bf16(const float* p, size_t n) override {
     if (!keep_ || !p || !n) return;

@@ -35,6 +35,16 @@ __device__ inline void store(float* out, void* out16, size_t i, float v) {
   if (out) out[i] = v;
   if (out16) static_cast<__nv_bfloat16*>(out16)[i] = __float2bfloat16_rn(v);
 }
+// A matrix in device memory read as bf16: fp32 values rounded to nearest as they are read, or, where f is null,
+// bf16 values as they are (a buffer the CUDA backend keeps in bf16 only). The tensor-core attention's qkv.
+struct Bf16Src {
+  const float* f = nullptr;
+  const __nv_bfloat16* h = nullptr;
+  __host__ __device__ Bf16Src(const float* f_ = nullptr, const void* h_ = nullptr)
+      : f(f_), h(static_cast<const __nv_bfloat16*>(h_)) {}
+  __host__ __device__ Bf16Src operator+(size_t o) const { return Bf16Src(f ? f + o : nullptr, h ? h + o : nullptr); }
+  __device__ __nv_bfloat16 operator[](size_t i) const { return f ? __float2bfloat16_rn(f[i]) : h[i]; }
+};
 // x[i], or the bf16 value x16[i] where x is null (a buffer kept in bf16 only).
 __device__ inline float load(const float* x, const void* x16, size_t i) {
   return x ? x[i] : __bfloat162float(static_cast<const __nv_bfloat16*>(x16)[i]);

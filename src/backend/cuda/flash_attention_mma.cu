@@ -30,14 +30,14 @@ __host__ __device__ constexpr int ld_rows() {
   return HS + 8;  // bf16 [rows][HS] tiles: padded rows (bank spread), 4-byte aligned pairs
 }
 
-// Rows r0 … r0 + 63 × columns 0 … HS−1 of a row-major fp32 matrix (row stride ldg) as bf16, zero past row T:
+// Rows r0 … r0 + 63 × columns 0 … HS−1 of a row-major matrix (fp32 or bf16, row stride ldg) as bf16, zero past row T:
 // into rows[r][d] (ld_rows) where given and into cols[d][r] (kLdT) where given. One global read per element,
 // consecutive threads on consecutive columns.
 template <int HS>
-__device__ void load_tile_bf16(bf16* rows, bf16* cols, const float* base, size_t ldg, int r0, int T) {
+__device__ void load_tile_bf16(bf16* rows, bf16* cols, Bf16Src base, size_t ldg, int r0, int T) {
   for (int e = threadIdx.x; e < kRowsM * HS; e += blockDim.x) {
     const int r = e / HS, d = e % HS;
-    const bf16 v = __float2bfloat16_rn(r0 + r < T ? base[size_t(r0 + r) * ldg + d] : 0.0f);
+    const bf16 v = r0 + r < T ? base[size_t(r0 + r) * ldg + d] : __float2bfloat16_rn(0.0f);
     if (rows) rows[r * ld_rows<HS>() + d] = v;
     if (cols) cols[d * kLdT + r] = v;
   }
@@ -131,7 +131,7 @@ __host__ __device__ constexpr size_t fwd_smem_mma() {
 // Block: 64 query rows of head (b, h); warp w rows i0 + 16w …; lane rows r_a = … + g and r_b = r_a + 8, its
 // columns 2t, 2t + 1 of every 8-column block.
 template <int HS>
-__global__ void __launch_bounds__(kThreadsM) fwd_mma(float* out, void* out16, float* lse, const float* qkv, int T,
+__global__ void __launch_bounds__(kThreadsM) fwd_mma(float* out, void* out16, float* lse, Bf16Src qkv, int T,
                                                      int C, int H, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   bf16* Q = reinterpret_cast<bf16*>(smem_raw);
@@ -141,7 +141,7 @@ __global__ void __launch_bounds__(kThreadsM) fwd_mma(float* out, void* out16, fl
   const int bh = blockIdx.x, b = bh / H, h = bh % H;
   const int i0 = (gridDim.y - 1 - blockIdx.y) * kRowsM;  // the longest (last) row tiles first
   const int wr0 = i0 + 16 * w, ra = wr0 + g, rb = ra + 8;
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
 
   load_tile_bf16<HS>(Q, nullptr, base, 3 * C, i0, T);
   __syncthreads();
@@ -210,7 +210,7 @@ __host__ __device__ constexpr size_t bwd_q_smem_mma() {
 // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ in registers, dV += Pᵀ·dO, dK += dSᵀ·Q · scale over the query tiles that see them.
 template <int HS>
 __global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv16, const float* dout, const float* lse,
-                                                        const float* D, const float* qkv, int T, int C, int H,
+                                                        const float* D, Bf16Src qkv, int T, int C, int H,
                                                         float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   constexpr int ld = ld_rows<HS>();
@@ -221,8 +221,8 @@ __global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv1
   const int w = threadIdx.x / kWarp, g = (threadIdx.x % kWarp) / 4, t = threadIdx.x % 4;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * kRowsM, wj0 = j0 + 16 * w;
   const int ja = wj0 + g, jb = ja + 8;
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
-  const float* dbase = dout + size_t(b) * T * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src dbase = Bf16Src(dout) + size_t(b) * T * C + h * HS;
 
   load_tile_bf16<HS>(K, nullptr, base + C, 3 * C, j0, T);
   load_tile_bf16<HS>(V, nullptr, base + 2 * C, 3 * C, j0, T);
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv1
 // dQ += dS·K · scale over the keys j ≤ i.
 template <int HS>
 __global__ void __launch_bounds__(kThreadsM) bwd_q_mma(float* dqkv, void* dqkv16, const float* dout, const float* lse,
-                                                       const float* D, const float* qkv, int T, int C, int H,
+                                                       const float* D, Bf16Src qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   constexpr int ld = ld_rows<HS>();
@@ -279,7 +279,7 @@ __global__ void __launch_bounds__(kThreadsM) bwd_q_mma(float* dqkv, void* dqkv16
   const int w = threadIdx.x / kWarp, g = (threadIdx.x % kWarp) / 4, t = threadIdx.x % 4;
   const int bh = blockIdx.x, b = bh / H, h = bh % H;
   const int i0 = (gridDim.y - 1 - blockIdx.y) * kRowsM, wr0 = i0 + 16 * w, ra = wr0 + g, rb = ra + 8;
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
 
   load_tile_bf16<HS>(Q, nullptr, base, 3 * C, i0, T);
   load_tile_bf16<HS>(dO, nullptr, dout + size_t(b) * T * C + h * HS, C, i0, T);
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(kThreadsM) bwd_q_mma(float* dqkv, void* dqkv16
 }
 
 template <int HS>
-void forward_mma(float* out, void* out16, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void forward_mma(float* out, void* out16, float* lse, Bf16Src qkv, int B, int Tn, int C, int H, cudaStream_t s) {
   constexpr size_t smem = fwd_smem_mma<HS>();
   allow_dynamic_smem(reinterpret_cast<const void*>(fwd_mma<HS>), smem, "attention_mma_forward", HS);
   fwd_mma<HS><<<dim3(B * H, blocks_for(size_t(Tn), kRowsM)), kThreadsM, smem, s>>>(out, out16, lse, qkv, Tn, C, H,
@@ -326,7 +326,7 @@ void forward_mma(float* out, void* out16, float* lse, const float* qkv, int B, i
 }
 
 template <int HS>
-void backward_mma(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, const float* qkv,
+void backward_mma(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, Bf16Src qkv,
                   int B, int Tn, int C, int H, cudaStream_t s) {
   const float scale = 1.0f / std::sqrt(float(HS));
   const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
@@ -360,26 +360,28 @@ bool attention_mma_supported(int C, int H) {
 }
 
 void attention_mma_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s,
-                           void* out16) {
+                           void* out16, const void* qkv16) {
+  const Bf16Src src(qkv, qkv16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_mma_supported(C, H), "attention_mma_forward: head size ", C / std::max(H, 1), " (C ", C,
                ", H ", H, ") is not 16, 32 or 64");
   switch (C / H) {
-    case 16: return forward_mma<16>(out, out16, lse, qkv, B, Tn, C, H, s);
-    case 32: return forward_mma<32>(out, out16, lse, qkv, B, Tn, C, H, s);
-    default: return forward_mma<64>(out, out16, lse, qkv, B, Tn, C, H, s);
+    case 16: return forward_mma<16>(out, out16, lse, src, B, Tn, C, H, s);
+    case 32: return forward_mma<32>(out, out16, lse, src, B, Tn, C, H, s);
+    default: return forward_mma<64>(out, out16, lse, src, B, Tn, C, H, s);
   }
 }
 
 void attention_mma_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                            int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16) {
+                            int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16) {
+  const Bf16Src src(qkv, qkv16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_mma_supported(C, H), "attention_mma_backward: head size ", C / std::max(H, 1), " (C ", C,
                ", H ", H, ") is not 16, 32 or 64");
   switch (C / H) {
-    case 16: return backward_mma<16>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
-    case 32: return backward_mma<32>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
-    default: return backward_mma<64>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
+    case 16: return backward_mma<16>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    case 32: return backward_mma<32>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    default: return backward_mma<64>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
   }
 }
 

@@ -55,13 +55,13 @@ __host__ __device__ constexpr int ld_tile() {
   return HS + 8;  // bf16 [rows][HS] tiles: padded, a multiple of 8
 }
 
-// rows [r0, r0 + kRows) × columns [0, HS) of a row-major fp32 matrix (row stride ld) as bf16 into sh
+// rows [r0, r0 + kRows) × columns [0, HS) of a row-major matrix (fp32 or bf16, row stride ld) as bf16 into sh
 // (row stride ld_tile), zeros past row T. Consecutive threads read consecutive columns.
 template <int HS>
-__device__ void load_bf16(bf16* sh, const float* base, size_t ld, int r0, int T) {
+__device__ void load_bf16(bf16* sh, Bf16Src base, size_t ld, int r0, int T) {
   for (int e = threadIdx.x; e < kRows * HS; e += blockDim.x) {
     const int r = e / HS, d = e % HS;
-    sh[r * ld_tile<HS>() + d] = __float2bfloat16_rn(r0 + r < T ? base[size_t(r0 + r) * ld + d] : 0.0f);
+    sh[r * ld_tile<HS>() + d] = r0 + r < T ? base[size_t(r0 + r) * ld + d] : __float2bfloat16_rn(0.0f);
   }
 }
 
@@ -97,7 +97,7 @@ __host__ __device__ constexpr size_t fwd_smem() {
 }
 
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, void* out16, float* lse, const float* qkv, int T,
+__global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, void* out16, float* lse, Bf16Src qkv, int T,
                                                     int C, int H, float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   Carve cv{reinterpret_cast<char*>(smem_raw)};
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreadsTc) fwd_tc(float* out, void* out16, fl
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H;
   const int i0 = (gridDim.y - 1 - blockIdx.y) * kRows;  // the longest (last) row tiles first
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
   float *Sw = S + w * 16 * kLdS, *Ow = O + w * 16 * ldo;
   bf16* Pw = P + w * 16 * kLdP;
   const int wr0 = i0 + w * 16;  // the warp's first query row
@@ -250,7 +250,7 @@ __device__ void store_rows(float* dst, void* dst16, size_t off, size_t ld, int r
 // query tiles that can see them (i ≥ j).
 template <int HS>
 __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
-                                                       const float* D, const float* qkv, int T, int C, int H,
+                                                       const float* D, Bf16Src qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const BwdSmem<HS> sm(smem_raw);
@@ -261,8 +261,8 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv1
 
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * kRows, wj0 = j0 + w * 16;
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
-  const float* dbase = dout + size_t(b) * T * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src dbase = Bf16Src(dout) + size_t(b) * T * C + h * HS;
   float *Stw = St + w * 16 * kLdS, *dPtw = dPt + w * 16 * kLdS;
   bf16 *Ptw = Pt + w * 16 * kLdP, *dStw = dSt + w * 16 * kLdP;
 
@@ -317,7 +317,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv1
 // One block per 64 query rows; warp w owns rows i0 + 16w … +15: dQ = Σ_j dS·K · scale over keys j ≤ i.
 template <int HS>
 __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
-                                                      const float* D, const float* qkv, int T, int C, int H,
+                                                      const float* D, Bf16Src qkv, int T, int C, int H,
                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   const BwdSmem<HS> sm(smem_raw);  // its P tile is unused here
@@ -328,7 +328,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H;
   const int i0 = (gridDim.y - 1 - blockIdx.y) * kRows, wr0 = i0 + w * 16;
-  const float* base = qkv + size_t(b) * T * 3 * C + h * HS;
+  const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
   float *Sw = S + w * 16 * kLdS, *dPw = dP + w * 16 * kLdS;
   bf16* dSw = dS + w * 16 * kLdP;
 
@@ -375,7 +375,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16
 }
 
 template <int HS>
-void forward_hs(float* out, void* out16, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s) {
+void forward_hs(float* out, void* out16, float* lse, Bf16Src qkv, int B, int Tn, int C, int H, cudaStream_t s) {
   constexpr size_t smem = fwd_smem<HS>() + 128;  // + alignment slack for the carve-up's base
   allow_dynamic_smem(reinterpret_cast<const void*>(fwd_tc<HS>), smem, "attention_tc_forward", HS);
   fwd_tc<HS><<<dim3(B * H, blocks_for(size_t(Tn), kRows)), kThreadsTc, smem, s>>>(out, out16, lse, qkv, Tn, C, H,
@@ -384,7 +384,7 @@ void forward_hs(float* out, void* out16, float* lse, const float* qkv, int B, in
 }
 
 template <int HS>
-void backward_hs(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, const float* qkv,
+void backward_hs(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, Bf16Src qkv,
                  int B, int Tn, int C, int H, cudaStream_t s) {
   const float scale = 1.0f / std::sqrt(float(HS));
   const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
@@ -407,28 +407,30 @@ bool attention_tc_supported(int C, int H) {
 }
 
 void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s,
-                          void* out16) {
+                          void* out16, const void* qkv16) {
+  const Bf16Src src(qkv, qkv16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_tc_supported(C, H), "attention_tc_forward: head size ", C / std::max(H, 1),
                " (C ", C, ", H ", H, ") is not 16, 32, 64 or 128");
   switch (C / H) {
-    case 16: return forward_hs<16>(out, out16, lse, qkv, B, Tn, C, H, s);
-    case 32: return forward_hs<32>(out, out16, lse, qkv, B, Tn, C, H, s);
-    case 64: return forward_hs<64>(out, out16, lse, qkv, B, Tn, C, H, s);
-    default: return forward_hs<128>(out, out16, lse, qkv, B, Tn, C, H, s);
+    case 16: return forward_hs<16>(out, out16, lse, src, B, Tn, C, H, s);
+    case 32: return forward_hs<32>(out, out16, lse, src, B, Tn, C, H, s);
+    case 64: return forward_hs<64>(out, out16, lse, src, B, Tn, C, H, s);
+    default: return forward_hs<128>(out, out16, lse, src, B, Tn, C, H, s);
   }
 }
 
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                           int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16) {
+                           int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16) {
+  const Bf16Src src(qkv, qkv16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_tc_supported(C, H), "attention_tc_backward: head size ", C / std::max(H, 1),
                " (C ", C, ", H ", H, ") is not 16, 32, 64 or 128");
   switch (C / H) {
-    case 16: return backward_hs<16>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
-    case 32: return backward_hs<32>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
-    case 64: return backward_hs<64>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
-    default: return backward_hs<128>(dqkv, dqkv16, dout, out, lse, qkv, B, Tn, C, H, s);
+    case 16: return backward_hs<16>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    case 32: return backward_hs<32>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    case 64: return backward_hs<64>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    default: return backward_hs<128>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
   }
 }
 

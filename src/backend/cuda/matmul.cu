@@ -101,6 +101,11 @@ __global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, size_t n) {
   if (i < n) out[i] = __float2bfloat16_rn(in[i]);
 }
 
+__global__ void from_bf16_kernel(float* out, const __nv_bfloat16* in, size_t n) {
+  size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __bfloat162float(in[i]);
+}
+
 __global__ void add_bias(float* out, const float* b, int N, int OC) {
   size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < size_t(N) * OC) out[i] += b[i % OC];
@@ -257,6 +262,12 @@ void to_bf16(void* out, const float* in, size_t n, cudaStream_t s) {
   if (!n) return;
   bf16_rounded += n;
   to_bf16_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(out), in, n);
+  STRATA_CUDA_LAUNCHED();
+}
+
+void from_bf16(float* out, const void* in, size_t n, cudaStream_t s) {
+  if (!n) return;
+  from_bf16_kernel<<<blocks_for(n, kThreads), kThreads, 0, s>>>(out, static_cast<const __nv_bfloat16*>(in), n);
   STRATA_CUDA_LAUNCHED();
 }
 

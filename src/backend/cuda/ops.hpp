@@ -65,6 +65,8 @@ void matmul_backward_weight(float* dw, float* db, const float* dout, const float
                             const void* in16 = nullptr);
 // out[n] (bfloat16, round to nearest even) = in[n]: the GEMMs' bf16 operands.
 void to_bf16(void* out, const float* in, size_t n, cudaStream_t s = 0);
+// out[n] = in[n] (bfloat16, exactly widened).
+void from_bf16(float* out, const void* in, size_t n, cudaStream_t s = 0);
 // How many bf16 GEMMs this thread has run through cuBLASLt (the rest went to cublasGemmEx), and how many fp32
 // values it has rounded to bf16 (to_bf16): tests, diagnostics.
 size_t lt_gemm_count();
@@ -106,19 +108,23 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
 // dO, P and dS rounded to bfloat16 for their products; softmax, lse and accumulators fp32; inputs and outputs
 // fp32 in the layout above. Head sizes 16, 32, 64, 128 only (attention_tc_supported); others throw. ----
 bool attention_tc_supported(int C, int H);
+// qkv16 (bf16, where qkv is null): qkv kept in bf16 only, read as it is (the kernels round fp32 qkv to the same
+// values as they load it, so the results are the same bits).
 void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
-                          void* out16 = nullptr);
+                          void* out16 = nullptr, const void* qkv16 = nullptr);
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                           int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
+                           int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr,
+                           const void* qkv16 = nullptr);
 
 // ---- flash_attention_mma.cu: the same bf16 tensor-core attention with scores, probabilities and accumulators in
 // registers (mma.sync m16n8k16, FlashAttention-2's form): same contract, rounding points and bounds as the
 // WMMA kernels above. Head sizes 16, 32, 64 (attention_mma_supported); others throw. ----
 bool attention_mma_supported(int C, int H);
 void attention_mma_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
-                           void* out16 = nullptr);
+                           void* out16 = nullptr, const void* qkv16 = nullptr);
 void attention_mma_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                            int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr);
+                            int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr,
+                            const void* qkv16 = nullptr);
 // d [16×8] += a [16×16] · b [16×8] on one warp's tensor cores through mma_bf16_16816 (mma.cuh), all row-major,
 // a and bᵀ [8×16] bf16: a test of the fragment layout the mma kernels rely on.
 void mma_tile_product(float* d, const void* a, const void* bt, cudaStream_t s = 0);
