@@ -57,12 +57,20 @@ __host__ __device__ constexpr int ld_tile() {
 
 // rows [r0, r0 + kRows) × columns [0, HS) of a row-major matrix (fp32 or bf16, row stride ld) as bf16 into sh
 // (row stride ld_tile), zeros past row T. Consecutive threads read consecutive columns.
-template <int HS>
-__device__ void load_bf16(bf16* sh, Bf16Src base, size_t ld, int r0, int T) {
+template <int HS, class T_>
+__device__ void load_bf16_from(bf16* sh, const T_* base, size_t ld, int r0, int T) {
   for (int e = threadIdx.x; e < kRows * HS; e += blockDim.x) {
     const int r = e / HS, d = e % HS;
-    sh[r * ld_tile<HS>() + d] = r0 + r < T ? base[size_t(r0 + r) * ld + d] : __float2bfloat16_rn(0.0f);
+    sh[r * ld_tile<HS>() + d] = r0 + r < T ? bf16(base[size_t(r0 + r) * ld + d]) : __float2bfloat16_rn(0.0f);
   }
+}
+// One loop per source type, chosen once per tile (a choice per element costs registers).
+template <int HS>
+__device__ void load_bf16(bf16* sh, Bf16Src base, size_t ld, int r0, int T) {
+  if (base.f)
+    load_bf16_from<HS>(sh, base.f, ld, r0, T);
+  else
+    load_bf16_from<HS>(sh, base.h, ld, r0, T);
 }
 
 // S[16, kCols] (fp32, ld kLdS) = A[16 rows, HS] · B[kCols rows, HS]ᵀ for B's 16-row blocks n with need(n);
