@@ -10,6 +10,11 @@
 
 namespace strata {
 
+namespace {
+// Floats of room for n values: n, or n bf16 values where the backend keeps the buffer in bf16 (keep_bf16).
+size_t room(bool bf16, size_t n) { return bf16 ? (n + 1) / 2 : n; }
+}  // namespace
+
 using cpu::Activation;
 
 // Everything one micro-batch keeps between its forward and its backward passes.
@@ -120,9 +125,9 @@ void Model::reserve_scratch(int B, int T) {
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
   const bool qkv16 = be_->keeps_attention_bf16(int(d), cfg.heads);  // ∂/∂qkv kept in bf16 (keep_bf16 below)
   dmid_ = Array<float>(*be_, N * d);
-  dm1_ = Array<float>(*be_, qkv16 ? (N * 3 * d + 1) / 2 : N * 3 * d);
+  dm1_ = Array<float>(*be_, room(qkv16, N * 3 * d));
   if (qkv16) be_->keep_bf16(dm1_.data(), N * 3 * d);
-  const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;  // room for N·F bf16 values where kept
+  const size_t hidden = room(be_->keeps_bf16(), N * F);
   dmid_ffn_ = Array<float>(*be_, hidden);
   dm1_ffn_ = Array<float>(*be_, hidden);
   be_->keep_bf16(dmid_ffn_.data(), N * F);
@@ -143,10 +148,10 @@ int Model::acquire(int B, int T) {
   s->B = B, s->T = T, s->b = B, s->t = T, s->used = true;
   const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
   // The feed-forward's hidden activations (keep_bf16 below): room for N·F bf16 values where the backend keeps them.
-  const size_t hidden = be_->keeps_bf16() ? (N * F + 1) / 2 : N * F;
+  const size_t hidden = room(be_->keeps_bf16(), N * F);
   // Attention's qkv likewise, where the backend's attention reads it as bf16.
   const bool qkv16 = be_->keeps_attention_bf16(int(d), int(H));
-  const size_t qkv_room = qkv16 ? (N * 3 * d + 1) / 2 : N * 3 * d;
+  const size_t qkv_room = room(qkv16, N * 3 * d);
   s->acts.assign(2 * nblocks(), SubActs{});
   // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
@@ -406,7 +411,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       // ∂/∂m1 [N, 3d | d_ffn]: room for bf16 values where the backend keeps them so (keep_bf16)
       const size_t n1 = size_t(s.B) * s.T * (attn ? 3 * d : cfg.d_ffn);
       const bool kept = attn ? be_->keeps_attention_bf16(d, cfg.heads) : be_->keeps_bf16();
-      s.wdm1[i].reserve(*be_, kept ? (n1 + 1) / 2 : n1);
+      s.wdm1[i].reserve(*be_, room(kept, n1));
       if (kept) be_->keep_bf16(s.wdm1[i].data(), n1);
       sub_backward_input(attn, nf, view(o), g, a, dcur, dnext, B, T, s.wdf[i].data(), s.wdm1[i].data());
     } else {

@@ -321,6 +321,27 @@ BOOST_AUTO_TEST_CASE(fused_attention_against_cpu) {
   }
 }
 
+// A bf16 tensor-core attention (fwd, bwd: the WMMA or the mma kernels) against the CPU at (C, H, T), B = 2: out and
+// dqkv within 2e-2 of the largest magnitude, lse within 2e-2 of the fp32 fused kernel's.
+template <class Fwd, class Bwd>
+void tensor_core_attention_checked(const char* name, Fwd fwd, Bwd bwd, int C, int H, int T) {
+  const int B = 2;
+  Vec qkv = rnd(size_t(B) * T * 3 * C), dout = rnd(size_t(B) * T * C);
+  Vec out(size_t(B) * T * C), probs(size_t(B) * H * T * T), dqkv(size_t(B) * T * 3 * C);
+  cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
+  cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
+  auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(size_t(B) * H * T);
+  auto ref_lse = poisoned(size_t(B) * H * T), ref_out = poisoned(out.size()), dqkv_ = poisoned(dqkv.size());
+  cuda::attention_fused_forward(ref_out.as<float>(), ref_lse.as<float>(), qkv_.as<float>(), B, T, C, H);
+  fwd(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H, nullptr, nullptr, nullptr);
+  const std::string at = strata::str("C ", C, " H ", H, " T ", T), n = name;
+  expect_close(host(out_), out, 2e-2, (n + "_forward out, " + at).c_str());
+  expect_close(host(lse_), host(ref_lse), 2e-2, (n + "_forward lse (against the fp32 kernel), " + at).c_str());
+  bwd(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H, nullptr,
+      nullptr, nullptr);
+  expect_close(host(dqkv_), dqkv, 2e-2, (n + "_backward dqkv, " + at).c_str());
+}
+
 BOOST_AUTO_TEST_CASE(tensor_core_attention_against_cpu) {
   // bf16 tensor cores: q, k, v, dO, P and dS rounded to 8-bit mantissas: within 2e-2 of the largest magnitude,
   // like the bf16 GEMMs. Head sizes 16, 32, 64, 128; T below a 64-row tile, a multiple of one, neither, and
@@ -330,24 +351,9 @@ BOOST_AUTO_TEST_CASE(tensor_core_attention_against_cpu) {
   BOOST_TEST(!cuda::attention_tc_supported(96, 2));
   for (auto [C, H, T] : {std::tuple{32, 2, 45}, std::tuple{64, 2, 64}, std::tuple{128, 2, 150}, std::tuple{128, 1, 37},
                          std::tuple{64, 4, 5}, std::tuple{256, 2, 70}}) {
-    const int B = 2, hs = C / H;
     BOOST_TEST_REQUIRE(cuda::attention_tc_supported(C, H));
-    Vec qkv = rnd(size_t(B) * T * 3 * C), dout = rnd(size_t(B) * T * C);
-    Vec out(size_t(B) * T * C), probs(size_t(B) * H * T * T), dqkv(size_t(B) * T * 3 * C);
-    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
-    cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
-    auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(size_t(B) * H * T);
-    auto ref_lse = poisoned(size_t(B) * H * T), ref_out = poisoned(out.size());
-    auto dqkv_ = poisoned(dqkv.size());
-    cuda::attention_fused_forward(ref_out.as<float>(), ref_lse.as<float>(), qkv_.as<float>(), B, T, C, H);
-    cuda::attention_tc_forward(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H);
-    const std::string at = strata::str("C ", C, " H ", H, " T ", T);
-    expect_close(host(out_), out, 2e-2, ("attention_tc_forward out, " + at).c_str());
-    expect_close(host(lse_), host(ref_lse), 2e-2, ("attention_tc_forward lse (against the fp32 kernel), " + at).c_str());
-    cuda::attention_tc_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
-                                qkv_.as<float>(), B, T, C, H);
-    expect_close(host(dqkv_), dqkv, 2e-2, ("attention_tc_backward dqkv, " + at).c_str());
-    BOOST_TEST_MESSAGE("tensor-core attention hs " << hs << " T " << T << ": checked");
+    tensor_core_attention_checked("attention_tc", cuda::attention_tc_forward, cuda::attention_tc_backward, C, H, T);
+    BOOST_TEST_MESSAGE("tensor-core attention hs " << C / H << " T " << T << ": checked");
   }
 }
 
@@ -382,22 +388,8 @@ BOOST_AUTO_TEST_CASE(mma_attention_against_cpu) {
   BOOST_TEST(!cuda::attention_mma_supported(96, 2));
   for (auto [C, H, T] : {std::tuple{32, 2, 45}, std::tuple{64, 2, 64}, std::tuple{128, 2, 150}, std::tuple{64, 4, 5},
                          std::tuple{16, 1, 130}, std::tuple{128, 4, 70}}) {
-    const int B = 2;
     BOOST_TEST_REQUIRE(cuda::attention_mma_supported(C, H));
-    Vec qkv = rnd(size_t(B) * T * 3 * C), dout = rnd(size_t(B) * T * C);
-    Vec out(size_t(B) * T * C), probs(size_t(B) * H * T * T), dqkv(size_t(B) * T * 3 * C);
-    cpu::attention_forward(out.data(), probs.data(), qkv.data(), B, T, C, H);
-    cpu::attention_backward(dqkv.data(), dout.data(), probs.data(), qkv.data(), B, T, C, H);
-    auto qkv_ = dev(qkv), dout_ = dev(dout), out_ = poisoned(out.size()), lse_ = poisoned(size_t(B) * H * T);
-    auto ref_lse = poisoned(size_t(B) * H * T), ref_out = poisoned(out.size()), dqkv_ = poisoned(dqkv.size());
-    cuda::attention_fused_forward(ref_out.as<float>(), ref_lse.as<float>(), qkv_.as<float>(), B, T, C, H);
-    cuda::attention_mma_forward(out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H);
-    const std::string at = strata::str("C ", C, " H ", H, " T ", T);
-    expect_close(host(out_), out, 2e-2, ("attention_mma_forward out, " + at).c_str());
-    expect_close(host(lse_), host(ref_lse), 2e-2, ("attention_mma_forward lse (against the fp32 kernel), " + at).c_str());
-    cuda::attention_mma_backward(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(),
-                                 qkv_.as<float>(), B, T, C, H);
-    expect_close(host(dqkv_), dqkv, 2e-2, ("attention_mma_backward dqkv, " + at).c_str());
+    tensor_core_attention_checked("attention_mma", cuda::attention_mma_forward, cuda::attention_mma_backward, C, H, T);
   }
 }
 

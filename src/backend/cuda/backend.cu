@@ -58,7 +58,7 @@ class CudaBackend final : public Backend {
         fused_(fused_attention),
         mma_(mma_attention_selected()),
         name_(select(device)),
-        memo_(operand_cache_enabled()),
+        memo_(env_on("STRATA_CUDA_OPERAND_CACHE")),
         keep_(precision == Precision::bf16 && memo_ && env_on("STRATA_CUDA_BF16_ACTIVATIONS")) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
@@ -388,11 +388,7 @@ class CudaBackend final : public Backend {
     return sum_squares(x, n);
   }
   double stats_maxabs(const float* x, size_t n) override {
-    const bool k = kept(x, n);
-    plain("stats_maxabs", {{k ? nullptr : x, n * 4}});
-    const void* x16 = k ? bf16_of(x, n) : nullptr;
-    auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
-    cuda::stats_maxabs(slots(1), k ? nullptr : x, n, s(), x16);
+    maxabs_into([&] { return slots(1); }, x, n);
     return fetch();
   }
   double stats_sqdiff(const float* a, const float* b, size_t n) override {
@@ -428,11 +424,7 @@ class CudaBackend final : public Backend {
     cuda::sum_squares(defer(dst, Deferred::add, divisor, 1), x, n, s());
   }
   void stats_maxabs_to(double* dst, const float* x, size_t n) override {
-    const bool k = kept(x, n);
-    plain("stats_maxabs", {{k ? nullptr : x, n * 4}});
-    const void* x16 = k ? bf16_of(x, n) : nullptr;
-    auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
-    cuda::stats_maxabs(defer(dst, Deferred::max, 1.0, 1), k ? nullptr : x, n, s(), x16);
+    maxabs_into([&] { return defer(dst, Deferred::max, 1.0, 1); }, x, n);
   }
   void stats_sqdiff_to(double* dst, const float* a, const float* b, size_t n) override {
     plain("stats_sqdiff", {{a, n * 4}, {b, n * 4}});
@@ -528,6 +520,17 @@ class CudaBackend final : public Backend {
   }
 
   using K = cuda::OpKind;
+  // *out() (a device double, taken once x has passed its checks) = max |x| over fp32 x, or over its bf16 values
+  // where x is kept in bf16 only.
+  template <class Out>
+  void maxabs_into(Out out, const float* x, size_t n) {
+    const bool k = kept(x, n);
+    plain("stats_maxabs", {{k ? nullptr : x, n * 4}});
+    const void* x16 = k ? bf16_of(x, n) : nullptr;
+    double* dst = out();
+    auto t = prof_.time(K::reductions, 0, (k ? 2.0 : 4.0) * n);
+    cuda::stats_maxabs(dst, k ? nullptr : x, n, s(), x16);
+  }
   // ent[b] = the attention entropy of batch row b, its probabilities recomputed from qkv into scratch 6–7.
   // qkv kept in bf16 only is widened to fp32 one batch row at a time (scratch slot 10) for the recomputation.
   void entropy_rows(double* ent, const float* qkv, int B, int T, int C, int H) {
@@ -597,8 +600,8 @@ class CudaBackend final : public Backend {
   }
 
   // ---- the bf16 copies of GEMM operands (see the top of this file) ----
-  static bool operand_cache_enabled() {
-    const char* e = std::getenv("STRATA_CUDA_OPERAND_CACHE");
+  static bool env_on(const char* name) {  // unset or anything but "0": STRATA_CUDA_OPERAND_CACHE, ..._BF16_ACTIVATIONS
+    const char* e = std::getenv(name);
     return !(e && std::strcmp(e, "0") == 0);
   }
   struct Copy {
@@ -651,8 +654,8 @@ class CudaBackend final : public Backend {
   }
   // Where an op producing out[0, n) (already marked written) also writes its bf16 copy (LayerNorm, the
   // activations, the fused attention and the cross-entropy's backward: their outputs are mostly GEMM operands
-  // next): that copy's memory, or null (no cache); after the
-  // op is queued, produced() makes it valid.
+  // next): that copy's memory (a kept buffer's own), or null (no cache); after the op is queued, produced() makes
+  // it valid.
   void* produce_copy(const float* out, size_t n) {
     return kept(out, n) || caching(out, n) ? entry(out, n).p : nullptr;
   }
@@ -660,10 +663,6 @@ class CudaBackend final : public Backend {
     if (out16) copies_[out].valid = true;
   }
   // ---- buffers kept in bf16 only (keep_bf16): their copy is their only value ----
-  static bool env_on(const char* name) {  // unset or anything but "0"
-    const char* e = std::getenv(name);
-    return !(e && std::strcmp(e, "0") == 0);
-  }
   bool keeps_bf16() const override { return keep_; }
   bool keeps_attention_bf16(int C, int H) const override { return keep_ && fused_ && tensor_cores(C, H); }
   // The buffer at p (room for n bf16 values, inside one alloc() block) holds its values as bf16 in place.

@@ -10,9 +10,8 @@
 // added by the bias kernel. Where cuBLASLt offers no algorithm, cublasGemmEx and the bias kernel do the GEMM.
 // A bf16 output (a buffer the backend keeps in bf16 only) is the epilogue's rounding of the fp32 result, the bias
 // added before it in D's type (bf16, as autocast casts a linear layer's bias); the fallback rounds the product,
-// then adds the fp32 bias and rounds again. The bias
-// gradient is always the fixed-shape two-pass column sums of colsum.cuh (deterministic), over the fp32 output
-// gradient or, kept in bf16 only, its bf16 values.
+// then adds the fp32 bias and rounds again. The bias gradient is always the fixed-shape two-pass column sums of
+// colsum.cuh (deterministic), over the fp32 output gradient or, kept in bf16 only, its bf16 values.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 
