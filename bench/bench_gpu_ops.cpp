@@ -3,7 +3,7 @@
 // the CUDA backend's operand cache can give them): the four GEMMs forward (with its bias) and backward (TFLOP/s,
 // and % of the bf16 dense peak given by --peak-tflops or looked up from the device name), and causal attention unfused (probs kept)
 // against fused (no T×T matrix; fp32, and on bf16 tensor cores: WMMA, and the register-resident mma.sync kernels
-// of STRATA_CUDA_ATTENTION=mma, each forward alone and forward + backward), with the memory each needs. Run by
+// of train.attention_kernel = "mma", each forward alone and forward + backward), with the memory each needs. Run by
 // tests/gpu/check.sh; prints one line per op.
 // Usage: bench_gpu_ops [--batch 8] [--seq 1024] [--d 1024] [--heads 16] [--peak-tflops X]
 #include <cuda_runtime_api.h>

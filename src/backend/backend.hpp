@@ -34,6 +34,15 @@ struct AdamWSegment {
 enum class Precision { fp32, bf16 };  // bf16: GEMM inputs rounded to bfloat16, products accumulated in fp32
 Precision precision_from_name(const std::string& name);  // "fp32" | "bf16"
 
+// What a GPU backend is made with: the train.* keys that choose its kernels (make_cuda_backend).
+struct GpuOptions {
+  Precision precision = Precision::fp32;  // train.precision
+  bool fused_attention = true;            // train.attention != "unfused"
+  bool mma_attention = false;  // train.attention_kernel = "mma": bf16 tensor-core attention on mma.sync (else WMMA)
+  bool bf16_activations = true;  // train.bf16_activations: keep_bf16 honoured in bf16 (needs the operand cache)
+  bool operand_cache = true;     // bf16 GEMM operands kept while unchanged (the same bits; STRATA_CUDA_OPERAND_CACHE=0)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -41,6 +50,9 @@ class Backend {
   virtual bool host_memory() const = 0;  // its pointers are host memory (MPI may use them directly)
   // Attention keeps the probabilities [B,H,T,T] (CPU) or only each query's log-sum-exp [B,H,T] (fused, GPU).
   virtual bool keeps_attention_probs() const = 0;
+  // Which kernel runs attention over C channels in H heads, for the run's log: "unfused (probabilities kept)",
+  // "fused, fp32 CUDA cores", "fused, bf16 tensor cores (WMMA)", "fused, bf16 tensor cores (mma.sync)".
+  virtual std::string attention_kernel(int C, int H) const { (void)C, (void)H; return "unfused (probabilities kept)"; }
   virtual void* stream() const { return nullptr; }  // cudaStream_t of the CUDA backend
 
   // ---- memory ----

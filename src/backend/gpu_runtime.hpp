@@ -20,9 +20,8 @@ struct GpuRuntime {
   std::string (*device_name)(int) = nullptr;      // "NVIDIA H100 80GB HBM3"
   std::string (*device_bus_id)(int) = nullptr;    // PCI bus id: the physical GPU (two ranks, one GPU?)
   std::string (*no_device_reason)() = nullptr;   // why device_count() is 0
-  // A backend on device `device` (sets the calling thread's device), GEMMs in `precision`, fused or unfused
-  // attention.
-  std::unique_ptr<Backend> (*make_backend)(int device, Precision precision, bool fused_attention) = nullptr;
+  // A backend on device `device` (sets the calling thread's device) with the kernels `options` choose.
+  std::unique_ptr<Backend> (*make_backend)(int device, const GpuOptions& options) = nullptr;
   // The NCCL transport over the pipeline communicator for this stage's action list, ordered after `stream`
   // (the backend's compute stream); null where the build has no NCCL.
   std::unique_ptr<Transport> (*make_nccl_transport)(MPI_Comm pipe, const std::vector<Action>& actions,

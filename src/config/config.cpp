@@ -46,6 +46,8 @@ void config_visit(C& c, F&& f) {
   f("train", "device", c.train.device);
   f("train", "precision", c.train.precision);
   f("train", "attention", c.train.attention);
+  f("train", "attention_kernel", c.train.attention_kernel);
+  f("train", "bf16_activations", c.train.bf16_activations);
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
   f("train", "exit_interval", c.train.exit_interval);
@@ -265,6 +267,18 @@ void config_validate(const Config& c) {
                ": key train.attention = \"", t.attention, "\" is not one of auto, fused, unfused");
   STRATA_CHECK(t.attention != "fused" || t.device == "cuda", src, ": key train.attention = \"fused\" needs "
                "train.device = \"cuda\" (train.device = \"", t.device, "\" keeps the probabilities)");
+  STRATA_CHECK(t.attention_kernel == "wmma" || t.attention_kernel == "mma", src, ": key train.attention_kernel = \"",
+               t.attention_kernel, "\" is not one of wmma, mma");
+  if (t.attention_kernel == "mma") {
+    const auto& m = c.model;
+    STRATA_CHECK(t.precision == "bf16", src, ": key train.attention_kernel = \"mma\" is bf16 tensor-core attention: "
+                 "it needs train.precision = \"bf16\" (train.precision = \"", t.precision, "\")");
+    STRATA_CHECK(t.attention != "unfused", src, ": key train.attention_kernel = \"mma\" is fused attention: it "
+                 "needs train.attention = \"auto\" or \"fused\" (train.attention = \"", t.attention, "\")");
+    const int hs = m.heads > 0 ? m.d_model / m.heads : 0;
+    STRATA_CHECK(hs == 16 || hs == 32 || hs == 64, src, ": key train.attention_kernel = \"mma\" needs a head size "
+                 "of 16, 32 or 64 (model.d_model / model.heads = ", m.d_model, " / ", m.heads, " = ", hs, ")");
+  }
   STRATA_CHECK(p.transport == "mpi" || p.transport == "nccl", src, ": key parallel.transport = \"", p.transport,
                "\" is not one of mpi, nccl");
   STRATA_CHECK(p.transport == "mpi" || p.pipeline > 1 || p.virtual_stages == 1, src,

@@ -41,6 +41,10 @@ struct TrainConfig {
   std::string device = "cpu";     // cpu | cuda (each rank takes the GPU of its local rank)
   std::string precision = "fp32";  // fp32 | bf16 (cuda: bf16 GEMMs, fp32 master weights and moments)
   std::string attention = "auto";  // auto | fused (cuda: no T×T matrix) | unfused (probabilities kept; the CPU's)
+  // bf16 fused attention on tensor cores: wmma (WMMA 16x16x16, head sizes 16/32/64/128) | mma (mma.sync m16n8k16,
+  // scores and probabilities in registers, head sizes 16/32/64)
+  std::string attention_kernel = "wmma";
+  bool bf16_activations = true;  // bf16: the FFN's hidden activations (and qkv on tensor cores) kept in bf16 only
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)

@@ -227,6 +227,14 @@ void save_parallel(const Config& cfg, const Topology& topo, const std::vector<st
 // this rank's device ("cuda:0 NVIDIA H100 …"), `ranks` every rank's, a line each.
 std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& topo, std::string& name,
                                           std::string& ranks) {
+  // The kernel choices that change the numbers are config keys (stored in every checkpoint), no longer the
+  // environment variables of earlier versions: a leftover one is an error, not silently ignored. Not an
+  // AgreedError: the environment may differ between ranks.
+  for (auto [var, key] : {std::pair{"STRATA_CUDA_ATTENTION", "train.attention_kernel"},
+                          std::pair{"STRATA_CUDA_BF16_ACTIVATIONS", "train.bf16_activations"}})
+    if (const char* e = std::getenv(var))
+      fail(cfg.source, ": environment ", var, " = '", e, "' is no longer read: set the config key ", key,
+           " instead (--set ", key, "=...)");
   GpuRuntime& g = gpu_runtime();
   if (!g.make_backend)
     throw AgreedError(str(cfg.source, ": key train.device = \"cuda\": this strata was built without the CUDA "
@@ -253,7 +261,14 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
            topo.rank, ", local rank ", topo.local_rank, " of ", topo.local_size,
            "); NCCL needs one GPU per rank (parallel.transport = \"mpi\" lets ranks share a GPU)");
   }
-  return g.make_backend(dev, precision_from_name(cfg.train.precision), cfg.train.attention != "unfused");
+  GpuOptions o;
+  o.precision = precision_from_name(cfg.train.precision);
+  o.fused_attention = cfg.train.attention != "unfused";
+  o.mma_attention = cfg.train.attention_kernel == "mma";
+  o.bf16_activations = cfg.train.bf16_activations;
+  const char* cache = std::getenv("STRATA_CUDA_OPERAND_CACHE");  // a memory/speed switch: the same bits either way
+  o.operand_cache = !(cache && std::strcmp(cache, "0") == 0);
+  return g.make_backend(dev, o);
 }
 
 std::string tflops(double flop_per_s) {
@@ -318,7 +333,13 @@ double train_run(const Config& cfg, MPI_Comm world) {
   Backend* be = gpu                                          ? gpu.get()
                 : std::getenv("STRATA_TEST_SEPARATE_MEMORY") ? &cpu_separate_memory_backend()
                                                              : &cpu_backend();
-  if (gpu) say(str("device: ", tc.precision, " on", gpu_ranks));
+  if (gpu)
+    say(str("device: ", tc.precision, ", attention ", gpu->attention_kernel(mc.d_model, mc.heads), ", head size ",
+            mc.d_model / mc.heads,
+            tc.precision != "bf16" ? ""
+            : gpu->keeps_bf16()    ? ", hidden activations kept in bf16"
+                                   : ", hidden activations stored in fp32",
+            ", on", gpu_ranks));
 
   // Stages and chunks: this rank owns virtual stages c·P + stage, c = 0 … v−1.
   const int P = pc.pipeline, D = pc.data, v = pc.virtual_stages;

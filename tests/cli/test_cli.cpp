@@ -29,8 +29,9 @@ std::string write(const std::string& path, const std::string& text) {
 }
 
 // Runs the command, expects failure with exactly one line of output on stderr that contains every needle.
-void expect_error(const std::string& args, const std::vector<std::string>& needles) {
-  auto r = test::run("(" + kBin + " " + args + " 2>&1 1>/dev/null)");  // stderr alone
+// `env` (VAR=value ...) precedes the command.
+void expect_error(const std::string& args, const std::vector<std::string>& needles, const std::string& env = "") {
+  auto r = test::run("(" + env + " " + kBin + " " + args + " 2>&1 1>/dev/null)");  // stderr alone
   BOOST_TEST(r.code != 0, "expected failure: " << args);
   BOOST_TEST(std::count(r.out.begin(), r.out.end(), '\n') == 1, "not one line: " << r.out);
   for (auto& n : needles) BOOST_TEST(r.out.find(n) != std::string::npos, "'" << n << "' not in: " << r.out);
@@ -60,6 +61,14 @@ BOOST_FIXTURE_TEST_CASE(bad_configs_are_one_line_errors, Fixture) {
   expect_error("train --config " + dir + "/ok.toml --set model.norm=sandwich", {"model.norm = \"sandwich\""});
   // No GPU here: a CUDA build says no device is usable (and why), a CPU-only build that it has no CUDA backend.
   expect_error("train --config " + dir + "/ok.toml --set train.device=cuda", {"ok.toml", "key train.device = \"cuda\""});
+  BOOST_TEST(!fs::exists(ck), "a refused run created " << ck);
+  // The kernel switches of earlier versions' environment are config keys now: a leftover variable is an error.
+  expect_error("train --config " + dir + "/ok.toml --set train.device=cuda",
+               {"ok.toml", "environment STRATA_CUDA_ATTENTION = 'mma' is no longer read",
+                "config key train.attention_kernel"}, "STRATA_CUDA_ATTENTION=mma");
+  expect_error("train --config " + dir + "/ok.toml --set train.device=cuda",
+               {"environment STRATA_CUDA_BF16_ACTIVATIONS = '0'", "train.bf16_activations"},
+               "STRATA_CUDA_BF16_ACTIVATIONS=0");
   BOOST_TEST(!fs::exists(ck), "a refused run created " << ck);
   expect_error("train --config " + dir + "/missing.toml", {"missing.toml", "cannot open"});
   BOOST_TEST(!fs::exists(ck), "a failed run must not create its checkpoint directory");

@@ -15,7 +15,7 @@
 #      T = 1024 in fp32 and bf16 with fused attention (bf16: on tensor cores), and bf16 with unfused (cuBLAS,
 #      TF32) attention
 #      (steady window: steps 11-20); d = 1024 bf16 once more without the bf16 operand cache, once with the mma.sync
-#      attention (STRATA_CUDA_ATTENTION=mma), and 6 steps with log.gpu_profile (device time, calls, TFLOP/s and
+#      attention (train.attention_kernel = "mma"), and 6 steps with log.gpu_profile (device time, calls, TFLOP/s and
 #      GB/s per op kind).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
 #
@@ -110,9 +110,9 @@ if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WO
     --set parallel.pipeline=2 --set parallel.transport=mpi
   compare "GPU fp32 vs CPU (20 steps)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
   compare "GPU bf16 vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
-  # The register-resident mma.sync attention (STRATA_CUDA_ATTENTION=mma; WMMA is the default until it is timed).
-  STRATA_CUDA_ATTENTION=mma train "$WORK/gpu16mma" gpu16mma "$BIN" train $COMMON $R --set train.device=cuda \
-    --set train.precision=bf16
+  # The register-resident mma.sync attention (train.attention_kernel = "mma"; WMMA is the default until it is timed).
+  train "$WORK/gpu16mma" gpu16mma "$BIN" train $COMMON $R --set train.device=cuda \
+    --set train.precision=bf16 --set train.attention_kernel=mma
   compare "GPU bf16 with mma attention vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" \
     "$WORK/gpu16mma/metrics.jsonl" 2e-2
   compare "2 stages, MPI transport (GPUs shared if fewer than 2), vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
@@ -164,7 +164,7 @@ if want speed; then
     say "d1024-L24-T1024 bf16, operand cache off: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
   fi
   name=speed-d1024-L24-T1024-bf16-mma
-  if STRATA_CUDA_ATTENTION=mma train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=20; then
+  if train "$WORK/$name" "$name" "$BIN" train $SPEED --set train.steps=20 --set train.attention_kernel=mma; then
     line=$(grep "step     20/20" "$WORK/$name.log" | tail -1)
     say "d1024-L24-T1024 bf16, mma attention: $(echo "$line" | sed 's/.*| *\([0-9.]* ms\/step\)/\1/')"
   fi

@@ -1,7 +1,8 @@
 // test_gpu_model.cpp: the whole model on the CUDA backend against the same model on the CPU backend, for every
 // norm placement: one micro-batch's loss (1e-5 relative), every parameter gradient (1e-4 of the tensor's largest
 // magnitude), the per-block statistics (1e-4 relative), the deferred weight pass (zb-h1) equal to the fused one,
-// and a bf16 backend's loss within 2% (its fused attention on bf16 tensor cores: head size 16 here). Where the
+// and a bf16 backend's loss within 2% (its fused attention on bf16 tensor cores: head size 16 here; WMMA, and
+// mma.sync within 1e-3 of WMMA's loss). Where the
 // CPU's attention keeps probabilities, the GPU's is the fused
 // kernel (log-sum-exp only), so this also checks that the two attention paths train the same model. The
 // unfused GPU attention (cuBLAS, probabilities kept): loss 1e-5 relative, gradients within 1e-4 of the model's
@@ -135,7 +136,19 @@ BOOST_DATA_TEST_CASE(model_on_gpu_matches_cpu, bdata::make({"post", "res_post", 
   for (int k = 0; k < mc.layers; k++)  // max |activation| of each block, the feed-forward's read from bf16
     BOOST_TEST(std::fabs(bf_m.stats[k].max_abs - cpu_m.stats[k].max_abs) <= 2e-2 * cpu_m.stats[k].max_abs,
                norm << " block " << k << " bf16 max " << bf_m.stats[k].max_abs << " vs " << cpu_m.stats[k].max_abs);
-  BOOST_TEST_MESSAGE(norm << ": loss cpu " << lc << " gpu " << lg << " bf16 " << lb << "; gradients " << worst
+  // train.attention_kernel = "mma": the register-resident mma.sync attention, within 2% of fp32 and close to WMMA's
+  // loss (the same rounding points, other summation orders); each backend names the kernel it runs.
+  auto mma = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .mma_attention = true});
+  Model mma_m(mc, {}, mma.get());
+  mma_m.init(7);
+  const double lm = step(mma_m, b, B, T, false);
+  BOOST_TEST(std::fabs(lm - lc) / std::fabs(lc) < 2e-2, norm << ": bf16 mma loss " << lm << " vs fp32 " << lc);
+  BOOST_TEST(std::fabs(lm - lb) / std::fabs(lb) < 1e-3, norm << ": bf16 mma loss " << lm << " vs WMMA " << lb);
+  BOOST_TEST(mma->attention_kernel(mc.d_model, mc.heads) == "fused, bf16 tensor cores (mma.sync)");
+  BOOST_TEST(bf->attention_kernel(mc.d_model, mc.heads) == "fused, bf16 tensor cores (WMMA)");
+  BOOST_TEST(mma->attention_kernel(128, 1) == "fused, bf16 tensor cores (WMMA)");  // head size 128: WMMA only
+  BOOST_TEST(gpu->attention_kernel(mc.d_model, mc.heads) == "fused, fp32 CUDA cores");
+  BOOST_TEST_MESSAGE(norm << ": loss cpu " << lc << " gpu " << lg << " bf16 " << lb << " mma " << lm << "; gradients " << worst
                           << " of max; split W " << split);
 }
 
@@ -147,12 +160,8 @@ BOOST_DATA_TEST_CASE(model_on_gpu_matches_cpu, bdata::make({"post", "res_post", 
 BOOST_DATA_TEST_CASE(bf16_operand_cache_gives_the_same_bits, bdata::make({"post", "pre"}), norm) {
   const ModelConfig mc = small(norm);
   const int B = 2, T = 32;
-  setenv("STRATA_CUDA_OPERAND_CACHE", "0", 1);
-  auto plain = make_cuda_backend(0, Precision::bf16);
-  unsetenv("STRATA_CUDA_OPERAND_CACHE");
-  setenv("STRATA_CUDA_BF16_ACTIVATIONS", "0", 1);
-  auto cached = make_cuda_backend(0, Precision::bf16);
-  unsetenv("STRATA_CUDA_BF16_ACTIVATIONS");
+  auto plain = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .operand_cache = false});
+  auto cached = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .bf16_activations = false});
   auto kept = make_cuda_backend(0, Precision::bf16), kept_again = make_cuda_backend(0, Precision::bf16);
   size_t rounded[4] = {0, 0, 0, 0};
   std::vector<double> losses[4];

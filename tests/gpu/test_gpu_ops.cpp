@@ -830,7 +830,7 @@ BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
 
 // Buffers kept in bf16 only (Backend::keep_bf16: the feed-forward's hidden activations and their gradients, in
 // bf16 with the operand cache): the feed-forward's forward and backward through them within 2e-2 of the largest
-// magnitude of the same ops on fp32 buffers (STRATA_CUDA_BF16_ACTIVATIONS=0), their values stored in place as
+// magnitude of the same ops on fp32 buffers (train.bf16_activations = false), their values stored in place as
 // bf16 in the first half of the room an fp32 buffer would take (the rest untouched: zero as allocated), and every
 // op that would read or write their fp32 values refused with a one-line error.
 BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
@@ -841,9 +841,7 @@ BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
     Vec f, dx, dw1, db1, dw2, db2, m1;
     double max_m1 = 0, max_mid = 0;
   } out[2];
-  setenv("STRATA_CUDA_BF16_ACTIVATIONS", "0", 1);
-  auto fp32_stored = make_cuda_backend(0, Precision::bf16);
-  unsetenv("STRATA_CUDA_BF16_ACTIVATIONS");
+  auto fp32_stored = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .bf16_activations = false});
   auto kept = make_cuda_backend(0, Precision::bf16);
   BOOST_TEST(!fp32_stored->keeps_bf16());
   BOOST_TEST(kept->keeps_bf16());

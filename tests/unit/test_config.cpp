@@ -23,6 +23,21 @@ BOOST_AUTO_TEST_CASE(overrides_apply_in_order_and_round_trip) {
   BOOST_TEST(back.model.ln_eps == 1e-5);
 }
 
+// The GPU kernel choices that change the numbers are keys of the resolved config (stored in every checkpoint).
+BOOST_AUTO_TEST_CASE(gpu_kernel_keys_round_trip) {
+  Config d = config_parse("", "t.toml");
+  BOOST_TEST(d.train.attention_kernel == "wmma");
+  BOOST_TEST(d.train.bf16_activations);
+  Config c = config_parse("[train]\ndevice = \"cuda\"\nprecision = \"bf16\"\n", "t.toml",
+                          {"train.attention_kernel=mma", "train.bf16_activations=false"});
+  const std::string text = config_to_toml(c);
+  BOOST_TEST(text.find("attention_kernel = \"mma\"\n") != std::string::npos, text);
+  BOOST_TEST(text.find("bf16_activations = false\n") != std::string::npos, text);
+  Config back = config_parse(text, "resolved");
+  BOOST_TEST(back.train.attention_kernel == "mma");
+  BOOST_TEST(!back.train.bf16_activations);
+}
+
 BOOST_AUTO_TEST_CASE(init_section_and_mix_round_trip) {
   Config c = config_parse("[model]\nnorm = \"mix\"\nmix_post_fraction = 0.5\n[init]\nscheme = \"xavier\"\n", "t.toml",
                           {"init.scheme=deepnet"});
@@ -77,4 +92,20 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
   BOOST_TEST(msg("", {"train.attention=sdpa"}) == "x.toml: key train.attention = \"sdpa\" is not one of auto, fused, unfused");
   BOOST_TEST(msg("", {"train.device=cuda", "train.precision=bf16", "parallel.transport=nccl", "train.attention=fused"}) ==
              "no error");
+  // The bf16 attention kernel: the mma.sync kernels run fused bf16 attention of head sizes 16, 32 and 64 only.
+  const std::vector<std::string> bf16 = {"train.device=cuda", "train.precision=bf16"};
+  auto with = [](std::vector<std::string> a, std::vector<std::string> b) { a.insert(a.end(), b.begin(), b.end()); return a; };
+  BOOST_TEST(msg("", with(bf16, {"train.attention_kernel=flash"})) ==
+             "x.toml: key train.attention_kernel = \"flash\" is not one of wmma, mma");
+  BOOST_TEST(msg("", {"train.device=cuda", "train.attention_kernel=mma"}) ==
+             "x.toml: key train.attention_kernel = \"mma\" is bf16 tensor-core attention: it needs train.precision = "
+             "\"bf16\" (train.precision = \"fp32\")");
+  BOOST_TEST(msg("", with(bf16, {"train.attention_kernel=mma", "train.attention=unfused"})) ==
+             "x.toml: key train.attention_kernel = \"mma\" is fused attention: it needs train.attention = \"auto\" or "
+             "\"fused\" (train.attention = \"unfused\")");
+  BOOST_TEST(msg("", with(bf16, {"train.attention_kernel=mma", "model.d_model=512"})) ==
+             "x.toml: key train.attention_kernel = \"mma\" needs a head size of 16, 32 or 64 (model.d_model / "
+             "model.heads = 512 / 4 = 128)");
+  BOOST_TEST(msg("", with(bf16, {"train.attention_kernel=mma"})) == "no error");  // 256 / 4 = 64
+  BOOST_TEST(msg("", {"train.bf16_activations=1"}) == "x.toml: key train.bf16_activations expects true or false, got 1");
 }

@@ -14,7 +14,8 @@
 // receive); a copy is only ever to_bf16 of the current values, so results are the same bits as without it.
 // Ops whose output is a GEMM operand next write its copy as they store the output (produce_copy), so only the
 // weights are rounded by a separate pass.
-// Costs device memory: half the bytes of each distinct operand buffer. STRATA_CUDA_OPERAND_CACHE=0 turns it off.
+// Costs device memory: half the bytes of each distinct operand buffer. GpuOptions::operand_cache = false
+// (STRATA_CUDA_OPERAND_CACHE=0 for the trainer) turns it off.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -53,13 +54,13 @@ struct Stream {
 class CudaBackend final : public Backend {
  public:
   // The device is set before the stream (a member after name_) is created on it.
-  CudaBackend(int device, Precision precision, bool fused_attention)
-      : precision_(precision),
-        fused_(fused_attention),
-        mma_(mma_attention_selected()),
+  CudaBackend(int device, const GpuOptions& o)
+      : precision_(o.precision),
+        fused_(o.fused_attention),
+        mma_(o.mma_attention),
         name_(select(device)),
-        memo_(env_on("STRATA_CUDA_OPERAND_CACHE")),
-        keep_(precision == Precision::bf16 && memo_ && env_on("STRATA_CUDA_BF16_ACTIVATIONS")) {}
+        memo_(o.operand_cache),
+        keep_(o.precision == Precision::bf16 && memo_ && o.bf16_activations) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
@@ -75,6 +76,13 @@ class CudaBackend final : public Backend {
   std::string name() const override { return name_; }
   bool host_memory() const override { return false; }
   bool keeps_attention_probs() const override { return !fused_; }
+  std::string attention_kernel(int C, int H) const override {
+    if (!fused_) return precision_ == Precision::bf16 ? "unfused, cuBLAS TF32 (probabilities kept)"
+                                                      : "unfused, cuBLAS (probabilities kept)";
+    if (mma_attention(C, H)) return "fused, bf16 tensor cores (mma.sync)";
+    if (tensor_cores(C, H)) return "fused, bf16 tensor cores (WMMA)";
+    return "fused, fp32 CUDA cores";
+  }
   void* stream() const override { return stream_.s; }
 
   // ---- memory ----
@@ -494,14 +502,8 @@ class CudaBackend final : public Backend {
   bool tensor_cores(int C, int H) const {
     return precision_ == Precision::bf16 && cuda::attention_tc_supported(C, H);
   }
-  // STRATA_CUDA_ATTENTION=mma: those of head size 16, 32 or 64 on the register-resident mma.sync kernels
+  // train.attention_kernel = "mma": those of head size 16, 32 or 64 on the register-resident mma.sync kernels
   // (flash_attention_mma.cu) instead of WMMA (the default, wmma, until a GPU has timed both: docs/gpu.md).
-  static bool mma_attention_selected() {
-    const char* e = std::getenv("STRATA_CUDA_ATTENTION");
-    if (!e || !*e || std::strcmp(e, "wmma") == 0) return false;
-    STRATA_CHECK(std::strcmp(e, "mma") == 0, "environment STRATA_CUDA_ATTENTION = '", e, "': expected wmma or mma");
-    return true;
-  }
   bool mma_attention(int C, int H) const {
     return mma_ && precision_ == Precision::bf16 && cuda::attention_mma_supported(C, H);
   }
@@ -600,10 +602,6 @@ class CudaBackend final : public Backend {
   }
 
   // ---- the bf16 copies of GEMM operands (see the top of this file) ----
-  static bool env_on(const char* name) {  // unset or anything but "0": STRATA_CUDA_OPERAND_CACHE, ..._BF16_ACTIVATIONS
-    const char* e = std::getenv(name);
-    return !(e && std::strcmp(e, "0") == 0);
-  }
   struct Copy {
     void* p = nullptr;  // n bf16 values (capacity cap), stream-ordered memory; in place: the kept buffer itself
     size_t n = 0, cap = 0;
@@ -745,11 +743,11 @@ class CudaBackend final : public Backend {
 
   Precision precision_;
   bool fused_;
-  bool mma_;  // STRATA_CUDA_ATTENTION=mma
+  bool mma_;  // train.attention_kernel = "mma"
   std::string name_;
   Stream stream_;
   bool memo_;
-  bool keep_;  // keep_bf16 honoured (bf16 with the cache; STRATA_CUDA_BF16_ACTIVATIONS=0: not)
+  bool keep_;  // keep_bf16 honoured (bf16 with the cache and train.bf16_activations)
   std::map<const void*, size_t> kept_;    // buffers kept in bf16 only: start → fp32 bytes
   std::map<const float*, Copy> copies_;  // by the fp32 operand's address
   size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
@@ -763,8 +761,13 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
+std::unique_ptr<Backend> make_cuda_backend(int device, const GpuOptions& options) {
+  return std::make_unique<CudaBackend>(device, options);
+}
 std::unique_ptr<Backend> make_cuda_backend(int device, Precision precision, bool fused_attention) {
-  return std::make_unique<CudaBackend>(device, precision, fused_attention);
+  GpuOptions o;
+  o.precision = precision, o.fused_attention = fused_attention;
+  return make_cuda_backend(device, o);
 }
 
 }  // namespace strata

@@ -7,7 +7,7 @@
 // Same contract, rounding points and tiling as flash_attention_tc.cu: q, k, v, dO rounded to bf16 as they are
 // loaded, P and dS before their products, softmax, lse and accumulators fp32; 64 query rows (keys) per block,
 // 16 per warp, 64 keys (queries) per step; deterministic (dK/dV and dQ in separate kernels, fixed orders). Head
-// sizes 16, 32 and 64 (attention_mma_supported); the backend uses these where STRATA_CUDA_ATTENTION=mma.
+// sizes 16, 32 and 64 (attention_mma_supported); the backend uses these where train.attention_kernel = "mma".
 #include <cmath>
 
 #include "backend/cuda/blas.cuh"

@@ -9,8 +9,11 @@
 namespace strata {
 
 // The CUDA backend (backend/cuda/backend.cu) on device `device`, which it makes the calling thread's current
-// device, with its own non-blocking stream; GEMMs in `precision`; attention fused (log-sum-exp kept, no T×T
-// matrix) or unfused (cuBLAS batched GEMMs, probabilities kept). Throws strata::Error if the device is unusable.
+// device, with its own non-blocking stream; GEMMs in options.precision; attention fused (log-sum-exp kept, no T×T
+// matrix; in bf16 on WMMA or mma.sync tensor cores) or unfused (cuBLAS batched GEMMs, probabilities kept); in bf16
+// the hidden activations kept in bf16 only or stored in fp32. Throws strata::Error if the device is unusable.
+std::unique_ptr<Backend> make_cuda_backend(int device, const GpuOptions& options);
+// The same with the other options at their defaults (tests).
 std::unique_ptr<Backend> make_cuda_backend(int device, Precision precision, bool fused_attention = true);
 
 // Fills gpu_runtime(): device_count, device_name, no_device_reason, make_backend = make_cuda_backend, and

@@ -6,11 +6,11 @@
 # GPU over the MPI transport (within 1e-4 of the CPU). Checks the trainer's GPU path (checkpoint load and push,
 # the CUDA backend's buffers, staged transfers between ranks) on a machine without a GPU. bf16 on one and on two
 # stages, each with the backend's bf16 operand cache and without it (STRATA_CUDA_OPERAND_CACHE=0), the hidden
-# activations stored in fp32 (STRATA_CUDA_BF16_ACTIVATIONS=0): the same losses to the 9 digits metrics.jsonl
+# activations stored in fp32 (train.bf16_activations = false): the same losses to the 9 digits metrics.jsonl
 # keeps; stored in bf16 only (the default; one stage, and two under zb-h1, whose deferred weight gradients read
 # the kept gradients later): within 1e-3 of fp32-stored. The cached bf16 runs also time every op (log.gpu_profile): each stage's
 # table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
-# bf16 with the register-resident mma.sync attention (STRATA_CUDA_ATTENTION=mma) within 2% of fp32, and close to
+# bf16 with the register-resident mma.sync attention (train.attention_kernel = "mma") within 2% of fp32, and close to
 # the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
 set -u
 BUILD=$(cd "$1" && pwd)
@@ -43,16 +43,23 @@ run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
 run gpu16 "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 --set log.gpu_profile=true
 STRATA_CUDA_OPERAND_CACHE=0 run gpu16plain "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
-STRATA_CUDA_BF16_ACTIVATIONS=0 run gpu16fp32act "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
-STRATA_CUDA_ATTENTION=mma run gpu16mma "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16
+run gpu16fp32act "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 \
+  --set train.bf16_activations=false
+run gpu16mma "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 --set train.attention_kernel=mma
 run mpi2 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=mpi
 STAGES2="--set train.device=cuda --set train.precision=bf16 --set parallel.pipeline=2 --set parallel.transport=mpi"
-run mpi2b16 mpirun -np 2 --bind-to none -x STRATA_CUDA_BF16_ACTIVATIONS=0 "$BIN" train $COMMON $R $STAGES2 \
+run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set train.bf16_activations=false \
   --set log.gpu_profile=true
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2
 run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1
 grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
+# Each run's log names the attention kernel it ran and where the hidden activations were kept.
+for want in "gpu32:fused, fp32 CUDA cores" "gpu16:fused, bf16 tensor cores (WMMA), head size 16, hidden activations kept in bf16" \
+  "gpu16mma:fused, bf16 tensor cores (mma.sync)" "gpu16fp32act:hidden activations stored in fp32"; do
+  if grep -qF "${want#*:}" "$WORK/${want%%:*}.log"; then echo "${want%%:*} log names '${want#*:}': PASS"
+  else echo "${want%%:*} log names '${want#*:}': FAIL ($(grep -m1 "device:" "$WORK/${want%%:*}.log"))"; rc=1; fi
+done
 cmp() { "$PY" tests/gpu/compare_losses.py "$@" 3 || rc=1; }
 cmp "emulated GPU fp32 vs CPU (steps 3-6)" "$WORK/cpu/metrics.jsonl" "$WORK/gpu32/metrics.jsonl" 1e-4
 cmp "emulated GPU bf16 vs fp32 (steps 3-6)" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 2e-2
