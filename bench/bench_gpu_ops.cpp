@@ -141,7 +141,7 @@ int main(int argc, char** argv) {
     const double ms_t = time_ms([&] {
       fwd(out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H, nullptr, nullptr, nullptr);
       bwd(dqkv.as<float>(), dout.as<float>(), out.as<float>(), lse.as<float>(), qkv.as<float>(), B, T, d, H, nullptr,
-          nullptr, nullptr);
+          nullptr, nullptr, nullptr, nullptr);
     }, 3);
     std::printf("attention fused bf16 tensor cores %-4s fwd %8.3f ms %7.1f TFLOP/s | fwd+bwd %8.3f ms %7.1f TFLOP/s, "
                 "%5.1f%% of the bf16 peak\n", kind, ms_fwd, flop_fwd / ms_fwd / 1e9, ms_t, flop / ms_t / 1e9,

@@ -157,8 +157,9 @@ class Backend {
   // Whether keep_bf16 takes effect: then such a buffer of n values needs room for n bf16 values only, (n + 1) / 2
   // floats, and the backend stores them there (the CUDA backend in bf16 with its operand cache).
   virtual bool keeps_bf16() const { return false; }
-  // Whether attention's qkv and its gradient [N, 3C] of H heads may be kept so too (the attention then reads qkv
-  // as bf16 and writes the gradient as bf16: the CUDA backend's tensor-core attention).
+  // Whether attention's qkv and its gradient [N, 3C] of H heads, and its output and that output's gradient [N, C],
+  // may be kept so too (the attention then reads qkv, dout and out as bf16 and writes out and dqkv as bf16: the
+  // CUDA backend's tensor-core attention).
   virtual bool keeps_attention_bf16(int C, int H) const { (void)C, (void)H; return false; }
 
   // Device memory the backend holds beside the buffers it was asked to alloc(): the CUDA backend's bf16 GEMM

@@ -44,7 +44,7 @@ struct TrainConfig {
   // bf16 fused attention on tensor cores: wmma (WMMA 16x16x16, head sizes 16/32/64/128) | mma (mma.sync m16n8k16,
   // scores and probabilities in registers, head sizes 16/32/64)
   std::string attention_kernel = "wmma";
-  bool bf16_activations = true;  // bf16: the FFN's hidden activations (and qkv on tensor cores) kept in bf16 only
+  bool bf16_activations = true;  // bf16: the FFN's hidden activations (qkv, out on tensor cores) kept in bf16 only
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)

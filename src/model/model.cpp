@@ -124,9 +124,9 @@ void Model::reserve_scratch(int B, int T) {
   const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
   const bool qkv16 = be_->keeps_attention_bf16(int(d), cfg.heads);  // ∂/∂qkv kept in bf16 (keep_bf16 below)
-  dmid_ = Array<float>(*be_, N * d);
+  dmid_ = Array<float>(*be_, room(qkv16, N * d));  // ∂/∂(attention's out), kept likewise
   dm1_ = Array<float>(*be_, room(qkv16, N * 3 * d));
-  if (qkv16) be_->keep_bf16(dm1_.data(), N * 3 * d);
+  if (qkv16) be_->keep_bf16(dmid_.data(), N * d), be_->keep_bf16(dm1_.data(), N * 3 * d);
   const size_t hidden = room(be_->keeps_bf16(), N * F);
   dmid_ffn_ = Array<float>(*be_, hidden);
   dm1_ffn_ = Array<float>(*be_, hidden);
@@ -149,9 +149,9 @@ int Model::acquire(int B, int T) {
   const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
   // The feed-forward's hidden activations (keep_bf16 below): room for N·F bf16 values where the backend keeps them.
   const size_t hidden = room(be_->keeps_bf16(), N * F);
-  // Attention's qkv likewise, where the backend's attention reads it as bf16.
+  // Attention's qkv and its out likewise, where the backend's attention reads and writes them as bf16.
   const bool qkv16 = be_->keeps_attention_bf16(int(d), int(H));
-  const size_t qkv_room = room(qkv16, N * 3 * d);
+  const size_t qkv_room = room(qkv16, N * 3 * d), out_room = room(qkv16, N * d);
   s->acts.assign(2 * nblocks(), SubActs{});
   // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
@@ -169,7 +169,7 @@ int Model::acquire(int B, int T) {
       take(a.m1, attn ? qkv_room : hidden);
       if (attn && be_->keeps_attention_probs()) take(a.probs, size_t(B) * H * T * T);
       if (attn && !be_->keeps_attention_probs()) take(a.lse, size_t(B) * H * T);
-      take(a.mid, attn ? N * d : hidden);
+      take(a.mid, attn ? out_room : hidden);
       take(a.f, N * d);
       if (nf.ln_branch) take(a.g, N * d), take(a.br_mean, N), take(a.br_rstd, N);
       if (nf.ln_sum) take(a.s, N * d), take(a.sum_mean, N), take(a.sum_rstd, N);
@@ -184,11 +184,13 @@ int Model::acquire(int B, int T) {
     if (!pass) s->arena = Array<float>(*be_, off);
   }
   // The feed-forward's hidden activations (pre- and post-activation [N, d_ffn]) are read only by its GEMMs, the
-  // activation and its backward, and max-abs statistics: a bf16 backend may keep them in bf16 only.
+  // activation and its backward, and max-abs statistics: a bf16 backend may keep them in bf16 only. So are
+  // attention's qkv [N, 3d] and out [N, d] by its GEMMs, the attention and max-abs statistics, where it reads them
+  // as bf16 (keeps_attention_bf16).
   for (int i = 1; i < 2 * nblocks(); i += 2) {
     be_->keep_bf16(s->acts[i].m1, N * F);
     be_->keep_bf16(s->acts[i].mid, N * F);
-    if (qkv16) be_->keep_bf16(s->acts[i - 1].m1, N * 3 * d);
+    if (qkv16) be_->keep_bf16(s->acts[i - 1].m1, N * 3 * d), be_->keep_bf16(s->acts[i - 1].mid, N * d);
   }
   s->tokens = Array<int32_t>(*be_, N);
   s->targets = Array<int32_t>(*be_, N);

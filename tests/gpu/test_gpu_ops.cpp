@@ -338,7 +338,7 @@ void tensor_core_attention_checked(const char* name, Fwd fwd, Bwd bwd, int C, in
   expect_close(host(out_), out, 2e-2, (n + "_forward out, " + at).c_str());
   expect_close(host(lse_), host(ref_lse), 2e-2, (n + "_forward lse (against the fp32 kernel), " + at).c_str());
   bwd(dqkv_.as<float>(), dout_.as<float>(), out_.as<float>(), lse_.as<float>(), qkv_.as<float>(), B, T, C, H, nullptr,
-      nullptr, nullptr);
+      nullptr, nullptr, nullptr, nullptr);
   expect_close(host(dqkv_), dqkv, 2e-2, (n + "_backward dqkv, " + at).c_str());
 }
 
@@ -771,32 +771,54 @@ BOOST_AUTO_TEST_CASE(attention_and_crossentropy_write_the_bf16_copy) {
 
 // qkv kept in bf16 only (qkv16, null qkv) and dqkv written as bf16 only (null dqkv): the tensor-core attention
 // (WMMA and mma) rounds fp32 qkv to the same bf16 values as it loads it, so out, lse and dqkv are the same bits as
-// from fp32 qkv, and the bf16-only dqkv is to_bf16 of the fp32 one.
+// from fp32 qkv, and the bf16-only dqkv is to_bf16 of the fp32 one. out written as bf16 only (null out) is to_bf16
+// of the fp32 out. dout and out read as bf16 only (dout16, out16) give the same bits as fp32 inputs holding those
+// bf16 values (the row sums D = Σ dO·O then see the same numbers).
 BOOST_AUTO_TEST_CASE(tensor_core_attention_reads_bf16_qkv_bitwise) {
   const int B = 2, T = 70, C = 128, H = 2;
   const size_t BT = size_t(B) * T;
   Vec qkv = rnd(BT * 3 * C), dout = rnd(BT * C);
   auto qkv_ = dev(qkv), dout_ = dev(dout);
-  cuda::Buffer qkv16(BT * 3 * C * 2);
+  cuda::Buffer qkv16(BT * 3 * C * 2), dout16(BT * C * 2);
   cuda::to_bf16(qkv16.as<void>(), qkv_.as<float>(), BT * 3 * C);
+  cuda::to_bf16(dout16.as<void>(), dout_.as<float>(), BT * C);
+  auto dout_wide = poisoned(BT * C);  // dout's bf16 values as fp32
+  cuda::from_bf16(dout_wide.as<float>(), dout16.as<void>(), BT * C);
   for (bool mma : {false, true}) {
     const char* kind = mma ? "mma" : "wmma";
     auto fwd = mma ? cuda::attention_mma_forward : cuda::attention_tc_forward;
     auto bwd = mma ? cuda::attention_mma_backward : cuda::attention_tc_backward;
-    auto o1 = poisoned(BT * C), o2 = poisoned(BT * C), l1 = poisoned(BT * H), l2 = poisoned(BT * H);
+    auto o1 = poisoned(BT * C), o2 = poisoned(BT * C), l1 = poisoned(BT * H), l2 = poisoned(BT * H),
+         l3 = poisoned(BT * H);
     fwd(o1.as<float>(), l1.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr, nullptr);
     fwd(o2.as<float>(), l2.as<float>(), nullptr, B, T, C, H, 0, nullptr, qkv16.as<void>());
     BOOST_TEST(host(o1) == host(o2), kind << ": out from bf16 qkv");
     BOOST_TEST(host(l1) == host(l2), kind << ": lse from bf16 qkv");
+    cuda::Buffer o16(BT * C * 2), ro16(BT * C * 2);
+    o16.fill_bytes(0xff);
+    fwd(nullptr, l3.as<float>(), nullptr, B, T, C, H, 0, o16.as<void>(), qkv16.as<void>());
+    cuda::to_bf16(ro16.as<void>(), o1.as<float>(), BT * C);
+    BOOST_TEST((host_as<uint16_t>(o16) == host_as<uint16_t>(ro16)), kind << ": bf16-only out");
+    BOOST_TEST(host(l1) == host(l3), kind << ": lse with bf16-only out");
     auto d1 = poisoned(BT * 3 * C);
     cuda::Buffer d16(BT * 3 * C * 2), r16(BT * 3 * C * 2);
     d16.fill_bytes(0xff);
     bwd(d1.as<float>(), dout_.as<float>(), o1.as<float>(), l1.as<float>(), qkv_.as<float>(), B, T, C, H, 0, nullptr,
-        nullptr);
+        nullptr, nullptr, nullptr);
     bwd(nullptr, dout_.as<float>(), o1.as<float>(), l1.as<float>(), nullptr, B, T, C, H, 0, d16.as<void>(),
-        qkv16.as<void>());
+        qkv16.as<void>(), nullptr, nullptr);
     cuda::to_bf16(r16.as<void>(), d1.as<float>(), BT * 3 * C);
     BOOST_TEST((host_as<uint16_t>(d16) == host_as<uint16_t>(r16)), kind << ": bf16-only dqkv from bf16 qkv");
+    // dout and out in bf16 only, against fp32 buffers holding the same bf16 values.
+    auto o_wide = poisoned(BT * C), dw = poisoned(BT * 3 * C), dk = poisoned(BT * 3 * C);
+    cuda::from_bf16(o_wide.as<float>(), o16.as<void>(), BT * C);
+    bwd(dw.as<float>(), dout_wide.as<float>(), o_wide.as<float>(), l1.as<float>(), qkv_.as<float>(), B, T, C, H, 0,
+        nullptr, nullptr, nullptr, nullptr);
+    bwd(dk.as<float>(), nullptr, nullptr, l1.as<float>(), nullptr, B, T, C, H, 0, nullptr, qkv16.as<void>(),
+        dout16.as<void>(), o16.as<void>());
+    BOOST_TEST(host(dw) == host(dk), kind << ": dqkv from bf16-only dout and out");
+    // The row sums see bf16 values now, so dqkv moves, within the tensor-core bound of the fp32-input one.
+    expect_close(host(dk), host(d1), 2e-2, (std::string(kind) + ": dqkv from bf16 dout, out vs fp32").c_str());
   }
 }
 

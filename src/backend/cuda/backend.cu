@@ -224,18 +224,20 @@ class CudaBackend final : public Backend {
   }
   void attention_forward(float* out, float* probs, float* lse, const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
-    const bool kq = kept(qkv, BT * 3 * C);
-    plain("attention_forward", {{out, BT * C * 4}, {kq ? nullptr : qkv, BT * 3 * C * 4}});
-    STRATA_CHECK(!kq || (fused_ && tensor_cores(C, H)), "cuda backend: attention_forward of qkv kept in bf16 needs ",
-                 "the tensor-core attention");
+    const bool kq = kept(qkv, BT * 3 * C), ko = kept(out, BT * C);
+    plain("attention_forward", {{ko ? nullptr : out, BT * C * 4}, {kq ? nullptr : qkv, BT * 3 * C * 4}});
+    STRATA_CHECK(!(kq || ko) || (fused_ && tensor_cores(C, H)), "cuda backend: attention_forward of qkv or out kept ",
+                 "in bf16 needs the tensor-core attention");
     const void* qkv16 = kq ? bf16_of(qkv, BT * 3 * C) : nullptr;
     if (kq) qkv = nullptr;
     wrote(out, BT * C), wrote(probs, BT * H * std::max(T, 0)), wrote(lse, BT * H);
-    // The fused kernels write out's bf16 copy (the projection GEMM's operand) as they store out.
+    // The fused kernels write out's bf16 copy (the projection GEMM's operand) as they store out; out kept in bf16
+    // only: that copy alone.
     void* out16 = fused_ ? produce_copy(out, BT * C) : nullptr;
+    float* out32 = ko ? nullptr : out;
     // causal: half of QKᵀ and of PV; qkv read, out (and lse or probs) written
     auto t = prof_.time(K::attention_forward, 2.0 * BT * T * C,
-                        ((kq ? 6.0 : 12.0) + (out16 ? 6.0 : 4.0)) * BT * C +
+                        ((kq ? 6.0 : 12.0) + (ko ? 2.0 : out16 ? 6.0 : 4.0)) * BT * C +
                             4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {  // cuBLAS batched GEMMs (TF32 in bf16 mode), probabilities kept
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_forward needs probs [B,H,T,T]");
@@ -243,9 +245,9 @@ class CudaBackend final : public Backend {
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_forward needs lse [B,H,T] (fused attention)");
     if (mma_attention(C, H))
-      cuda::attention_mma_forward(out, lse, qkv, B, T, C, H, s(), out16, qkv16);
+      cuda::attention_mma_forward(out32, lse, qkv, B, T, C, H, s(), out16, qkv16);
     else if (tensor_cores(C, H))
-      cuda::attention_tc_forward(out, lse, qkv, B, T, C, H, s(), out16, qkv16);
+      cuda::attention_tc_forward(out32, lse, qkv, B, T, C, H, s(), out16, qkv16);
     else
       cuda::attention_fused_forward(out, lse, qkv, B, T, C, H, s(), out16);
     produced(out, out16);
@@ -253,19 +255,24 @@ class CudaBackend final : public Backend {
   void attention_backward(float* dqkv, const float* dout, const float* out, const float* probs, const float* lse,
                           const float* qkv, int B, int T, int C, int H) override {
     const size_t BT = size_t(std::max(B, 0)) * std::max(T, 0);
-    const bool kq = kept(qkv, BT * 3 * C), kd = kept(dqkv, BT * 3 * C);
-    plain("attention_backward", {{kd ? nullptr : dqkv, BT * 3 * C * 4}, {dout, BT * C * 4}, {out, BT * C * 4},
-                                 {kq ? nullptr : qkv, BT * 3 * C * 4}});
-    STRATA_CHECK(!(kq || kd) || (fused_ && tensor_cores(C, H)), "cuda backend: attention_backward of qkv or dqkv ",
-                 "kept in bf16 needs the tensor-core attention");
+    const bool kq = kept(qkv, BT * 3 * C), kd = kept(dqkv, BT * 3 * C), kdo = kept(dout, BT * C), ko = kept(out, BT * C);
+    plain("attention_backward", {{kd ? nullptr : dqkv, BT * 3 * C * 4}, {kdo ? nullptr : dout, BT * C * 4},
+                                 {ko ? nullptr : out, BT * C * 4}, {kq ? nullptr : qkv, BT * 3 * C * 4}});
+    STRATA_CHECK(!(kq || kd || kdo || ko) || (fused_ && tensor_cores(C, H)), "cuda backend: attention_backward of ",
+                 "qkv, dqkv, dout or out kept in bf16 needs the tensor-core attention");
     const void* qkv16 = kq ? bf16_of(qkv, BT * 3 * C) : nullptr;
+    const void* dout16 = kdo ? bf16_of(dout, BT * C) : nullptr;
+    const void* out16 = ko ? bf16_of(out, BT * C) : nullptr;
     if (kq) qkv = nullptr;
+    if (kdo) dout = nullptr;
+    if (ko) out = nullptr;
     wrote(dqkv, BT * 3 * C);
     void* dqkv16 = fused_ ? produce_copy(dqkv, BT * 3 * C) : nullptr;  // the QKV GEMMs' backward operand
     float* dqkv32 = kd ? nullptr : dqkv;
     // five causal T×T×hs products (S again, dP, dV, dQ, dK); qkv, out, dout read, dqkv written
     auto t = prof_.time(K::attention_backward, 5.0 * BT * T * C,
-                        ((kq ? 6.0 : 12.0) + 8.0 + (kd ? 6.0 : dqkv16 ? 18.0 : 12.0)) * BT * C +
+                        ((kq ? 6.0 : 12.0) + (kdo ? 2.0 : 4.0) + (ko ? 2.0 : 4.0) + (kd ? 6.0 : dqkv16 ? 18.0 : 12.0)) *
+                                BT * C +
                             4.0 * BT * H * (probs ? std::max(T, 0) : 1));
     if (!fused_) {
       STRATA_CHECK(probs || B <= 0 || T <= 0, "cuda backend: unfused attention_backward needs the forward's probs");
@@ -273,9 +280,9 @@ class CudaBackend final : public Backend {
     }
     STRATA_CHECK(lse || B <= 0 || T <= 0, "cuda backend: attention_backward needs the forward's lse");
     if (mma_attention(C, H))
-      cuda::attention_mma_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16);
+      cuda::attention_mma_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16, dout16, out16);
     else if (tensor_cores(C, H))
-      cuda::attention_tc_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16);
+      cuda::attention_tc_backward(dqkv32, dout, out, lse, qkv, B, T, C, H, s(), dqkv16, qkv16, dout16, out16);
     else
       cuda::attention_fused_backward(dqkv, dout, out, lse, qkv, B, T, C, H, s(), dqkv16);
     produced(dqkv, dqkv16);

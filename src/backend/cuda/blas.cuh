@@ -21,6 +21,7 @@ void scratch_release(cudaStream_t s);  // frees stream s's scratch in stream ord
 // opts `kernel` in to `bytes` of dynamic shared memory, or fails naming `op` and the head size hs;
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* op, int hs);
 // D[b,h,i] = Σ_d dO·O over head h's columns of row i, into scratch slot 4 of stream s (valid until its next use).
-float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s);
+float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s,
+                         const void* dout16 = nullptr, const void* out16 = nullptr);
 
 }  // namespace strata::cuda

@@ -66,14 +66,16 @@ __global__ void fwd(float* out, void* out16, float* lse, const float* qkv, int T
   lse[size_t(bh) * T + i] = m + logf(l);
 }
 
-// D[b,h,i] = Σ_d dO·O over the head's columns of row i.
-__global__ void row_dot(float* D, const float* dout, const float* out, int B, int T, int C, int H) {
+// D[b,h,i] = Σ_d dO·O over the head's columns of row i (dO, O read as bf16 from dout16, out16 where dout, out are
+// null: buffers kept in bf16 only).
+__global__ void row_dot(float* D, const float* dout, const float* out, int B, int T, int C, int H, const void* dout16,
+                        const void* out16) {
   const size_t r = size_t(blockIdx.x) * blockDim.x + threadIdx.x;  // (b, h, i)
   if (r >= size_t(B) * H * T) return;
   const int hs = C / H, i = int(r % T), h = int(r / T % H), b = int(r / T / H);
   const size_t o = (size_t(b) * T + i) * C + h * hs;
   float s = 0.0f;
-  for (int d = 0; d < hs; d++) s += dout[o + d] * out[o + d];
+  for (int d = 0; d < hs; d++) s += load(dout, dout16, o + d) * load(out, out16, o + d);
   D[r] = s;
 }
 
@@ -167,9 +169,10 @@ void allow_dynamic_smem(const void* kernel, size_t bytes, const char* op, int hs
   STRATA_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
 }
 
-float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s) {
+float* attention_row_dot(const float* dout, const float* out, int B, int Tn, int C, int H, cudaStream_t s,
+                         const void* dout16, const void* out16) {
   auto* D = static_cast<float*>(scratch(4, size_t(B) * H * Tn * sizeof(float), s));  // slot 4: in stream order
-  row_dot<<<blocks_for(size_t(B) * H * Tn, 256), 256, 0, s>>>(D, dout, out, B, Tn, C, H);
+  row_dot<<<blocks_for(size_t(B) * H * Tn, 256), 256, 0, s>>>(D, dout, out, B, Tn, C, H, dout16, out16);
   STRATA_CUDA_LAUNCHED();
   return D;
 }

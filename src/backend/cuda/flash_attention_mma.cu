@@ -209,7 +209,7 @@ __host__ __device__ constexpr size_t bwd_q_smem_mma() {
 // One block per 64 keys; warp w owns keys j0 + 16w … +15 (its rows: r_a = … + g, r_b = r_a + 8):
 // Sᵀ = K·Qᵀ and dPᵀ = V·dOᵀ in registers, dV += Pᵀ·dO, dK += dSᵀ·Q · scale over the query tiles that see them.
 template <int HS>
-__global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv16, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv16, Bf16Src dout, const float* lse,
                                                         const float* D, Bf16Src qkv, int T, int C, int H,
                                                         float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -222,7 +222,7 @@ __global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv1
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * kRowsM, wj0 = j0 + 16 * w;
   const int ja = wj0 + g, jb = ja + 8;
   const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
-  const Bf16Src dbase = Bf16Src(dout) + size_t(b) * T * C + h * HS;
+  const Bf16Src dbase = dout + size_t(b) * T * C + h * HS;
 
   load_tile_bf16<HS>(K, nullptr, base + C, 3 * C, j0, T);
   load_tile_bf16<HS>(V, nullptr, base + 2 * C, 3 * C, j0, T);
@@ -269,7 +269,7 @@ __global__ void __launch_bounds__(kThreadsM) bwd_kv_mma(float* dqkv, void* dqkv1
 // One block per 64 query rows; warp w owns rows i0 + 16w … +15: S = Q·Kᵀ, dP = dO·Vᵀ in registers,
 // dQ += dS·K · scale over the keys j ≤ i.
 template <int HS>
-__global__ void __launch_bounds__(kThreadsM) bwd_q_mma(float* dqkv, void* dqkv16, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsM) bwd_q_mma(float* dqkv, void* dqkv16, Bf16Src dout, const float* lse,
                                                        const float* D, Bf16Src qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -326,10 +326,10 @@ void forward_mma(float* out, void* out16, float* lse, Bf16Src qkv, int B, int Tn
 }
 
 template <int HS>
-void backward_mma(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, Bf16Src qkv,
-                  int B, int Tn, int C, int H, cudaStream_t s) {
+void backward_mma(float* dqkv, void* dqkv16, Bf16Src dout, Bf16Src out, const float* lse, Bf16Src qkv, int B, int Tn,
+                  int C, int H, cudaStream_t s) {
   const float scale = 1.0f / std::sqrt(float(HS));
-  const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
+  const float* D = attention_row_dot(dout.f, out.f, B, Tn, C, H, s, dout.h, out.h);
   constexpr size_t smem_kv = bwd_kv_smem_mma<HS>(), smem_q = bwd_q_smem_mma<HS>();
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_kv_mma<HS>), smem_kv, "attention_mma_backward", HS);
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_q_mma<HS>), smem_q, "attention_mma_backward", HS);
@@ -373,15 +373,16 @@ void attention_mma_forward(float* out, float* lse, const float* qkv, int B, int 
 }
 
 void attention_mma_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                            int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16) {
-  const Bf16Src src(qkv, qkv16);
+                            int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16,
+                            const void* dout16, const void* out16) {
+  const Bf16Src src(qkv, qkv16), dO(dout, dout16), O(out, out16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_mma_supported(C, H), "attention_mma_backward: head size ", C / std::max(H, 1), " (C ", C,
                ", H ", H, ") is not 16, 32 or 64");
   switch (C / H) {
-    case 16: return backward_mma<16>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
-    case 32: return backward_mma<32>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
-    default: return backward_mma<64>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    case 16: return backward_mma<16>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
+    case 32: return backward_mma<32>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
+    default: return backward_mma<64>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
   }
 }
 

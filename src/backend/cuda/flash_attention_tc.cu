@@ -257,7 +257,7 @@ __device__ void store_rows(float* dst, void* dst16, size_t off, size_t ld, int r
 // One block per 64 keys; warp w owns keys j0 + 16w … +15: dV = Σ_i Pᵀ·dO, dK = Σ_i dSᵀ·Q · scale over the
 // query tiles that can see them (i ≥ j).
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv16, Bf16Src dout, const float* lse,
                                                        const float* D, Bf16Src qkv, int T, int C, int H,
                                                        float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -270,7 +270,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv1
   const int w = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   const int bh = blockIdx.x, b = bh / H, h = bh % H, j0 = blockIdx.y * kRows, wj0 = j0 + w * 16;
   const Bf16Src base = qkv + size_t(b) * T * 3 * C + h * HS;
-  const Bf16Src dbase = Bf16Src(dout) + size_t(b) * T * C + h * HS;
+  const Bf16Src dbase = dout + size_t(b) * T * C + h * HS;
   float *Stw = St + w * 16 * kLdS, *dPtw = dPt + w * 16 * kLdS;
   bf16 *Ptw = Pt + w * 16 * kLdP, *dStw = dSt + w * 16 * kLdP;
 
@@ -324,7 +324,7 @@ __global__ void __launch_bounds__(kThreadsTc) bwd_kv_tc(float* dqkv, void* dqkv1
 
 // One block per 64 query rows; warp w owns rows i0 + 16w … +15: dQ = Σ_j dS·K · scale over keys j ≤ i.
 template <int HS>
-__global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16, const float* dout, const float* lse,
+__global__ void __launch_bounds__(kThreadsTc) bwd_q_tc(float* dqkv, void* dqkv16, Bf16Src dout, const float* lse,
                                                       const float* D, Bf16Src qkv, int T, int C, int H,
                                                       float scale) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
@@ -392,10 +392,10 @@ void forward_hs(float* out, void* out16, float* lse, Bf16Src qkv, int B, int Tn,
 }
 
 template <int HS>
-void backward_hs(float* dqkv, void* dqkv16, const float* dout, const float* out, const float* lse, Bf16Src qkv,
-                 int B, int Tn, int C, int H, cudaStream_t s) {
+void backward_hs(float* dqkv, void* dqkv16, Bf16Src dout, Bf16Src out, const float* lse, Bf16Src qkv, int B, int Tn,
+                 int C, int H, cudaStream_t s) {
   const float scale = 1.0f / std::sqrt(float(HS));
-  const float* D = attention_row_dot(dout, out, B, Tn, C, H, s);
+  const float* D = attention_row_dot(dout.f, out.f, B, Tn, C, H, s, dout.h, out.h);
   constexpr size_t smem = bwd_smem<HS>() + 128;
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_kv_tc<HS>), smem, "attention_tc_backward", HS);
   allow_dynamic_smem(reinterpret_cast<const void*>(bwd_q_tc<HS>), smem, "attention_tc_backward", HS);
@@ -429,16 +429,17 @@ void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int T
 }
 
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
-                           int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16) {
-  const Bf16Src src(qkv, qkv16);
+                           int B, int Tn, int C, int H, cudaStream_t s, void* dqkv16, const void* qkv16,
+                           const void* dout16, const void* out16) {
+  const Bf16Src src(qkv, qkv16), dO(dout, dout16), O(out, out16);
   if (B <= 0 || Tn <= 0) return;
   STRATA_CHECK(attention_tc_supported(C, H), "attention_tc_backward: head size ", C / std::max(H, 1),
                " (C ", C, ", H ", H, ") is not 16, 32, 64 or 128");
   switch (C / H) {
-    case 16: return backward_hs<16>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
-    case 32: return backward_hs<32>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
-    case 64: return backward_hs<64>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
-    default: return backward_hs<128>(dqkv, dqkv16, dout, out, lse, src, B, Tn, C, H, s);
+    case 16: return backward_hs<16>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
+    case 32: return backward_hs<32>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
+    case 64: return backward_hs<64>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
+    default: return backward_hs<128>(dqkv, dqkv16, dO, O, lse, src, B, Tn, C, H, s);
   }
 }
 

@@ -109,12 +109,14 @@ void attention_fused_backward(float* dqkv, const float* dout, const float* out, 
 // fp32 in the layout above. Head sizes 16, 32, 64, 128 only (attention_tc_supported); others throw. ----
 bool attention_tc_supported(int C, int H);
 // qkv16 (bf16, where qkv is null): qkv kept in bf16 only, read as it is (the kernels round fp32 qkv to the same
-// values as they load it, so the results are the same bits).
+// values as they load it, so the results are the same bits). Likewise dout16 and out16 in the backward (where dout,
+// out are null), and out null in the forward: out written as bf16 only. The backward's row sums D = Σ dO·O are
+// then taken over the bf16 values (as FlashAttention-2 on bf16 tensors does), not over fp32 ones.
 void attention_tc_forward(float* out, float* lse, const float* qkv, int B, int Tn, int C, int H, cudaStream_t s = 0,
                           void* out16 = nullptr, const void* qkv16 = nullptr);
 void attention_tc_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
                            int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr,
-                           const void* qkv16 = nullptr);
+                           const void* qkv16 = nullptr, const void* dout16 = nullptr, const void* out16 = nullptr);
 
 // ---- flash_attention_mma.cu: the same bf16 tensor-core attention with scores, probabilities and accumulators in
 // registers (mma.sync m16n8k16, FlashAttention-2's form): same contract, rounding points and bounds as the
@@ -124,7 +126,7 @@ void attention_mma_forward(float* out, float* lse, const float* qkv, int B, int 
                            void* out16 = nullptr, const void* qkv16 = nullptr);
 void attention_mma_backward(float* dqkv, const float* dout, const float* out, const float* lse, const float* qkv,
                             int B, int Tn, int C, int H, cudaStream_t s = 0, void* dqkv16 = nullptr,
-                            const void* qkv16 = nullptr);
+                            const void* qkv16 = nullptr, const void* dout16 = nullptr, const void* out16 = nullptr);
 // d [16×8] += a [16×16] · b [16×8] on one warp's tensor cores through mma_bf16_16816 (mma.cuh), all row-major,
 // a and bᵀ [8×16] bf16: a test of the fragment layout the mma kernels rely on.
 void mma_tile_product(float* d, const void* a, const void* bt, cudaStream_t s = 0);
