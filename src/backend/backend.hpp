@@ -39,7 +39,7 @@ struct GpuOptions {
   Precision precision = Precision::fp32;  // train.precision
   bool fused_attention = true;            // train.attention != "unfused"
   bool mma_attention = false;  // train.attention_kernel = "mma": bf16 tensor-core attention on mma.sync (else WMMA)
-  bool bf16_activations = true;  // train.bf16_activations: keep_bf16 honoured in bf16 (needs the operand cache)
+  bool bf16_activations = true;  // train.bf16_activations: keep_bf16 honoured in bf16
   bool operand_cache = true;     // bf16 GEMM operands kept while unchanged (the same bits; STRATA_CUDA_OPERAND_CACHE=0)
 };
 
@@ -155,7 +155,7 @@ class Backend {
   // fails there. The CPU's default: nothing changes.
   virtual void keep_bf16(const float* p, size_t n) { (void)p, (void)n; }
   // Whether keep_bf16 takes effect: then such a buffer of n values needs room for n bf16 values only, (n + 1) / 2
-  // floats, and the backend stores them there (the CUDA backend in bf16 with its operand cache).
+  // floats, and the backend stores them there (the CUDA backend in bf16 with train.bf16_activations).
   virtual bool keeps_bf16() const { return false; }
   // Whether attention's qkv and its gradient [N, 3C] of H heads, and its output and that output's gradient [N, C],
   // may be kept so too (the attention then reads qkv, dout and out as bf16 and writes out and dqkv as bf16: the

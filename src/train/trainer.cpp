@@ -266,7 +266,8 @@ std::unique_ptr<Backend> make_gpu_backend(const Config& cfg, const Topology& top
   o.fused_attention = cfg.train.attention != "unfused";
   o.mma_attention = cfg.train.attention_kernel == "mma";
   o.bf16_activations = cfg.train.bf16_activations;
-  const char* cache = std::getenv("STRATA_CUDA_OPERAND_CACHE");  // a memory/speed switch: the same bits either way
+  // A memory/speed switch outside the config: the same bits either way (test_gpu_model, test_train_emu check it).
+  const char* cache = std::getenv("STRATA_CUDA_OPERAND_CACHE");
   o.operand_cache = !(cache && std::strcmp(cache, "0") == 0);
   return g.make_backend(dev, o);
 }

@@ -18,6 +18,7 @@
 #      attention (train.attention_kernel = "mma"), and 6 steps with log.gpu_profile (device time, calls, TFLOP/s and
 #      GB/s per op kind).
 # Its summary goes to $OUT/gpu-check.txt when OUT is set (for docs/gpu.md). Exit 0 only if everything passed.
+# STRATA_CHECK_SET="--set k=v ..." adds overrides to every training run.
 #
 # Usage: tests/gpu/check.sh [--phase all|build|tests|train|speed] [BUILD_DIR]. The phases can run as separate
 # commands on one machine (the build stays in BUILD_DIR, default build-gpu): "build" (with 1-3) truncates the
@@ -92,10 +93,13 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
   OMPI_MCA_btl_vader_single_copy_mechanism=none
 COMMON="--config configs/bench-12L.toml --set data.train=$DATA/train.bin --set data.val=$DATA/val.bin
   --set train.steps=25 --set log.interval=1 --set train.eval_batches=0"
+# STRATA_CHECK_SET: extra "--set key=value" arguments for every training run (for example
+# "--set train.bf16_activations=false" to measure the speed phase with the hidden activations stored in fp32).
+EXTRA=${STRATA_CHECK_SET:-}
 train() {  # DIR LOGNAME ARGS...: one run, its output in $WORK/LOGNAME.log
   local dir=$1 name=$2
   shift 2
-  timeout 300 "$@" --set checkpoint.dir="$dir" > "$WORK/$name.log" 2>&1 ||
+  timeout 300 "$@" $EXTRA --set checkpoint.dir="$dir" > "$WORK/$name.log" 2>&1 ||
     { say "$name: run failed ($?): $(grep -m1 -i error "$WORK/$name.log" || tail -1 "$WORK/$name.log")"; rc=1; return 1; }
 }
 compare() { "$PY" tests/gpu/compare_losses.py "$@" 6 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1; }

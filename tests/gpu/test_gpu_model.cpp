@@ -154,20 +154,24 @@ BOOST_DATA_TEST_CASE(model_on_gpu_matches_cpu, bdata::make({"post", "res_post", 
 
 // The bf16 operand cache (backend.cu): bitwise the results of rounding every operand at every GEMM, and fewer
 // values rounded. Post-norm feeds x itself to the first GEMM of each sub-layer, pre-norm LN(x). With the
-// feed-forward's hidden activations kept in bf16 only (keep_bf16, the default with the cache): the losses within
+// feed-forward's hidden activations kept in bf16 only (keep_bf16, the default): the losses within
 // 1e-3 relative and the first step's gradients (the same parameters) within 1e-2 of their largest magnitude of the
-// fp32-stored run, and the same bits on a second run.
+// fp32-stored run, the same bits on a second run, and the same bits with the cache off (keeping in bf16 does not
+// depend on the cache: STRATA_CUDA_OPERAND_CACHE=0 changes no number).
 BOOST_DATA_TEST_CASE(bf16_operand_cache_gives_the_same_bits, bdata::make({"post", "pre"}), norm) {
   const ModelConfig mc = small(norm);
   const int B = 2, T = 32;
-  auto plain = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .operand_cache = false});
+  auto plain = make_cuda_backend(
+      0, GpuOptions{.precision = Precision::bf16, .bf16_activations = false, .operand_cache = false});
   auto cached = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .bf16_activations = false});
   auto kept = make_cuda_backend(0, Precision::bf16), kept_again = make_cuda_backend(0, Precision::bf16);
-  size_t rounded[4] = {0, 0, 0, 0};
-  std::vector<double> losses[4];
-  std::vector<std::vector<float>> grads[4], params[4];
+  auto kept_plain = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .operand_cache = false});
+  BOOST_TEST(kept_plain->keeps_bf16());
+  size_t rounded[5] = {0, 0, 0, 0, 0};
+  std::vector<double> losses[5];
+  std::vector<std::vector<float>> grads[5], params[5];
   int k = 0;
-  for (Backend* be : {plain.get(), cached.get(), kept.get(), kept_again.get()}) {
+  for (Backend* be : {plain.get(), cached.get(), kept.get(), kept_again.get(), kept_plain.get()}) {
     Model m(mc, {}, be);
     m.init(5);
     const size_t n = m.params.size();
@@ -217,8 +221,12 @@ BOOST_DATA_TEST_CASE(bf16_operand_cache_gives_the_same_bits, bdata::make({"post"
                                     << " of their largest");
   BOOST_TEST(loss_diff > 0, norm << ": kept in bf16 changes the values (the hidden activations are rounded)");
   BOOST_TEST(losses[2] == losses[3], norm << ": kept in bf16, a second run: the same losses");
-  for (size_t i = 0; i < grads[0].size(); i++)
+  BOOST_TEST(losses[2] == losses[4], norm << ": kept in bf16, with and without the cache: the same losses");
+  for (size_t i = 0; i < grads[0].size(); i++) {
     BOOST_TEST((params[2][i] == params[3][i]), norm << ": kept in bf16, a second run: parameters after step " << i + 1);
+    BOOST_TEST((grads[2][i] == grads[4][i]), norm << ": kept in bf16, cache off: gradients of step " << i + 1);
+    BOOST_TEST((params[2][i] == params[4][i]), norm << ": kept in bf16, cache off: parameters after step " << i + 1);
+  }
   BOOST_TEST_MESSAGE(norm << ": bf16 roundings " << rounded[1] << " with the cache, " << rounded[0] << " without, "
                           << rounded[2] << " kept; kept vs fp32-stored: loss " << loss_diff << ", gradients "
                           << grad_diff);

@@ -851,7 +851,7 @@ BOOST_AUTO_TEST_CASE(adamw_segments_equal_per_tensor_updates) {
 }
 
 // Buffers kept in bf16 only (Backend::keep_bf16: the feed-forward's hidden activations and their gradients, in
-// bf16 with the operand cache): the feed-forward's forward and backward through them within 2e-2 of the largest
+// bf16 with train.bf16_activations): the feed-forward's forward and backward through them within 2e-2 of the largest
 // magnitude of the same ops on fp32 buffers (train.bf16_activations = false), their values stored in place as
 // bf16 in the first half of the room an fp32 buffer would take (the rest untouched: zero as allocated), and every
 // op that would read or write their fp32 values refused with a one-line error.
@@ -935,6 +935,52 @@ BOOST_AUTO_TEST_CASE(kept_bf16_buffers_hold_only_their_copy) {
   BOOST_TEST(std::fabs(out[1].max_m1 - out[0].max_m1) <= 8e-3 * out[0].max_m1, "max |m1| of the bf16 values");
   BOOST_TEST(std::fabs(out[1].max_mid - out[0].max_mid) <= 8e-3 * out[0].max_mid, "max |mid| of the bf16 values");
   BOOST_TEST(out[1].f != out[0].f, "kept in bf16 rounds the hidden activations");
+}
+
+// The attention sub-layer through the CUDA backend with qkv, the attention's out and their gradients kept in bf16
+// only (as the model keeps them where keeps_attention_bf16), WMMA and mma: every output within 2e-2 of the largest
+// magnitude of the same backend storing them in fp32 (train.bf16_activations = false); out's max-abs statistic
+// read from its bf16 values; an fp32 read of the kept out refused. Head size 16, T = 37 (a partial tile).
+BOOST_AUTO_TEST_CASE(kept_attention_buffers_through_the_backend) {
+  const int B = 2, T = 37, C = 64, H = 4, N = B * T;
+  Vec x = rnd(size_t(N) * C), w1 = rnd(size_t(C) * 3 * C, 0.2f), b1 = rnd(3 * C), w2 = rnd(size_t(C) * C, 0.2f),
+      b2 = rnd(C), df = rnd(size_t(N) * C);
+  for (bool mma : {false, true}) {
+    const char* kind = mma ? "mma" : "wmma";
+    std::vector<Vec> res[2];
+    double max_out[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+      auto be_ = make_cuda_backend(0, GpuOptions{.precision = Precision::bf16, .mma_attention = mma,
+                                                 .bf16_activations = k == 1});
+      Backend& be = *be_;
+      BOOST_TEST_REQUIRE(be.keeps_attention_bf16(C, H) == (k == 1));
+      auto x_ = put(be, x), w1_ = put(be, w1), b1_ = put(be, b1), w2_ = put(be, w2), b2_ = put(be, b2),
+           df_ = put(be, df);
+      Array<float> qkv(be, size_t(N) * 3 * C), out(be, size_t(N) * C), lse(be, size_t(B) * H * T), f(be, size_t(N) * C),
+          dout(be, size_t(N) * C), dqkv(be, size_t(N) * 3 * C), dx(be, size_t(N) * C), dw1(be, size_t(C) * 3 * C),
+          db1(be, 3 * C), dw2(be, size_t(C) * C), db2(be, C);
+      for (auto* a : {&qkv, &out, &dout, &dqkv}) be.keep_bf16(a->data(), a->size());
+      be.matmul_forward(qkv.data(), x_.data(), w1_.data(), b1_.data(), N, C, 3 * C);
+      be.attention_forward(out.data(), nullptr, lse.data(), qkv.data(), B, T, C, H);
+      be.matmul_forward(f.data(), out.data(), w2_.data(), b2_.data(), N, C, C);
+      max_out[k] = be.stats_maxabs(out.data(), out.size());
+      be.matmul_backward_input(dout.data(), df_.data(), w2_.data(), N, C, C, false);
+      be.attention_backward(dqkv.data(), dout.data(), out.data(), nullptr, lse.data(), qkv.data(), B, T, C, H);
+      be.matmul_backward_input(dx.data(), dqkv.data(), w1_.data(), N, C, 3 * C, false);
+      be.matmul_backward_weight(dw1.data(), db1.data(), dqkv.data(), x_.data(), N, C, 3 * C);
+      be.matmul_backward_weight(dw2.data(), db2.data(), df_.data(), out.data(), N, C, C);
+      res[k] = {get(be, f), get(be, lse), get(be, dx), get(be, dw1), get(be, db1), get(be, dw2)};
+      if (k) {
+        Vec host_out(out.size());
+        BOOST_CHECK_THROW(be.download(host_out.data(), out.data(), host_out.size() * sizeof(float)), strata::Error);
+      }
+    }
+    const char* names[] = {"f", "lse", "dx", "dw1", "db1", "dw2"};
+    for (int i = 0; i < 6; i++)
+      expect_close(res[1][i], res[0][i], 2e-2, (std::string(kind) + ": kept attention buffers: " + names[i]).c_str());
+    BOOST_TEST(std::fabs(max_out[1] - max_out[0]) <= 1e-2 * max_out[0], kind << ": max |out| kept " << max_out[1]
+                                                                            << " vs fp32-stored " << max_out[0]);
+  }
 }
 
 // The sub-layer's input gradient in one pass (layernorm_backward_residual): the bits of scale_copy then

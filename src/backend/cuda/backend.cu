@@ -60,7 +60,7 @@ class CudaBackend final : public Backend {
         mma_(o.mma_attention),
         name_(select(device)),
         memo_(o.operand_cache),
-        keep_(o.precision == Precision::bf16 && memo_ && o.bf16_activations) {}
+        keep_(o.precision == Precision::bf16 && o.bf16_activations) {}
   // The stream's scratch (GEMM, attention, and the backend's own slots 5–7) and the bf16 copies are freed in
   // stream order after their last use; ~Stream then waits for the stream, except while an error unwinds (a peer
   // gone, work queued behind a transfer that never comes: the process is about to end).
@@ -754,7 +754,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   Stream stream_;
   bool memo_;
-  bool keep_;  // keep_bf16 honoured (bf16 with the cache and train.bf16_activations)
+  bool keep_;  // keep_bf16 honoured (bf16 with train.bf16_activations; with or without the cache)
   std::map<const void*, size_t> kept_;    // buffers kept in bf16 only: start → fp32 bytes
   std::map<const float*, Copy> copies_;  // by the fp32 operand's address
   size_t longest_ = 0;                   // bytes of the longest fp32 operand with a copy
