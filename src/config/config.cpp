@@ -275,7 +275,7 @@ void config_validate(const Config& c) {
                  "it needs train.precision = \"bf16\" (train.precision = \"", t.precision, "\")");
     STRATA_CHECK(t.attention != "unfused", src, ": key train.attention_kernel = \"mma\" is fused attention: it "
                  "needs train.attention = \"auto\" or \"fused\" (train.attention = \"", t.attention, "\")");
-    const int hs = m.heads > 0 ? m.d_model / m.heads : 0;
+    const int hs = m.d_model / m.heads;  // heads >= 1 and divides d_model: model_config_validate
     STRATA_CHECK(hs == 16 || hs == 32 || hs == 64, src, ": key train.attention_kernel = \"mma\" needs a head size "
                  "of 16, 32 or 64 (model.d_model / model.heads = ", m.d_model, " / ", m.heads, " = ", hs, ")");
   }
