@@ -12,14 +12,21 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "streams.hpp"
 
 namespace emu {
 
@@ -165,8 +172,113 @@ Counts& counts() {
   return c;
 }
 
+// ---- streams (streams.hpp) ----
+namespace {
+struct Stream {
+  explicit Stream(bool blocking) : blocking(blocking) {}
+  ~Stream() {  // the worker finishes what is queued, then ends
+    {
+      std::lock_guard<std::mutex> l(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    if (worker.joinable()) worker.join();
+  }
+  const bool blocking;  // not cudaStreamNonBlocking: the legacy default stream waits for it
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> queue;
+  bool running = false, stop = false;
+  std::thread worker;  // started by the first task
+
+  void push(std::function<void()> task) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      queue.push_back(std::move(task));
+      if (!worker.joinable()) worker = std::thread([this] { loop(); });
+    }
+    cv.notify_all();
+  }
+  void loop() {
+    std::unique_lock<std::mutex> l(mu);
+    for (;;) {
+      cv.wait(l, [&] { return !queue.empty() || stop; });
+      if (queue.empty()) return;
+      std::function<void()> task = std::move(queue.front());
+      queue.pop_front();
+      running = true;
+      l.unlock();
+      task();
+      l.lock();
+      running = false;
+      cv.notify_all();
+    }
+  }
+  bool idle() {
+    std::lock_guard<std::mutex> l(mu);
+    return queue.empty() && !running;
+  }
+  void settle() {
+    static const double limit = [] {
+      const char* e = std::getenv("STRATA_EMU_HANG_S");
+      return e ? std::atof(e) : 300.0;
+    }();
+    std::unique_lock<std::mutex> l(mu);
+    if (!cv.wait_for(l, std::chrono::duration<double>(limit), [&] { return queue.empty() && !running; })) {
+      std::fprintf(stderr, "cuda emulator: the host waited %.0f s (STRATA_EMU_HANG_S) for a stream's queued work "
+                   "(an NCCL transfer whose peer never posts its half?): a hang on a GPU\n", limit);
+      std::abort();
+    }
+  }
+};
+std::mutex streams_mu;
+std::set<Stream*>& streams() {  // every stream created and not destroyed
+  static std::set<Stream*> s;
+  return s;
+}
+Stream& legacy_stream() {
+  static Stream* s = new Stream(true);  // never destroyed: its worker may outlive static destruction
+  return *s;
+}
+// cudaStreamLegacy (1) and cudaStreamPerThread (2) are the default stream here too (one host thread).
+Stream& stream_of(cudaStream_t s) {
+  const auto v = reinterpret_cast<uintptr_t>(s);
+  return v <= 2 ? legacy_stream() : *reinterpret_cast<Stream*>(s);
+}
+bool is_default(cudaStream_t s) { return reinterpret_cast<uintptr_t>(s) <= 2; }
+}  // namespace
+
+void enqueue(cudaStream_t s, std::function<void()> task) { stream_of(s).push(std::move(task)); }
+
+void settle(cudaStream_t s) {
+  Stream& st = stream_of(s);
+  if (is_default(s)) {
+    std::vector<Stream*> all;
+    {
+      std::lock_guard<std::mutex> l(streams_mu);
+      for (Stream* x : streams())
+        if (x->blocking) all.push_back(x);
+    }
+    for (Stream* x : all) x->settle();
+  } else if (st.blocking) {
+    legacy_stream().settle();
+  }
+  st.settle();
+}
+
+void settle_all() {
+  std::vector<Stream*> all;
+  {
+    std::lock_guard<std::mutex> l(streams_mu);
+    all.assign(streams().begin(), streams().end());
+  }
+  for (Stream* x : all) x->settle();
+  legacy_stream().settle();
+}
+
 void run_grid(const Config& c, void (*body)(void*), void* arg, const char* kernel) {
   counts().launches++;
+  settle(c.stream);  // stream order: the kernel runs after the stream's queued work
   const long long threads = (long long)c.block.x * c.block.y * c.block.z;
   if (threads <= 0 || threads > 1024 || c.block.z > 64 || c.grid.y > 65535 || c.grid.z > 65535 || c.grid.x == 0 ||
       c.grid.y == 0 || c.grid.z == 0) {
@@ -303,6 +415,24 @@ cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   return cudaSuccess;
 }
 int current_device = 0;
+// STRATA_EMU_DEVICES=N (1 to 8, default 1): the process sees N emulated GPUs, each with its own PCI bus id, as
+// a node with N GPUs shows them to each of its ranks. They share one memory and run nothing concurrently; the
+// count is for code that picks a device by local rank and for the NCCL emulation (nccl_emu.cpp).
+int device_count() {
+  static const int n = [] {
+    const char* e = std::getenv("STRATA_EMU_DEVICES");
+    if (!e) return 1;
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || *end || v < 1 || v > 8) {
+      std::fprintf(stderr, "cuda emulator: STRATA_EMU_DEVICES = '%s' is not a count from 1 to 8\n", e);
+      std::exit(2);
+    }
+    return int(v);
+  }();
+  return n;
+}
+bool bad_device(int d) { return d < 0 || d >= device_count(); }
 // As the CUDA runtime does, a failing call also becomes the thread's last error (cudaGetLastError).
 cudaError_t record(cudaError_t e) {
   if (e != cudaSuccess) last_error() = e;
@@ -313,11 +443,11 @@ cudaError_t record(cudaError_t e) {
 extern "C" {
 
 cudaError_t cudaGetDeviceCount(int* n) {
-  *n = 1;
+  *n = device_count();
   return cudaSuccess;
 }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
-  if (d != 0) return record(cudaErrorInvalidDevice);
+  if (bad_device(d)) return record(cudaErrorInvalidDevice);
   std::memset(p, 0, sizeof *p);
   std::snprintf(p->name, sizeof p->name, "CUDA emulator on the CPU (tests/gpu/emu)");
   p->major = 9, p->minor = 0, p->multiProcessorCount = 1, p->warpSize = 32, p->maxThreadsPerBlock = 1024;
@@ -325,12 +455,12 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetPCIBusId(char* id, int len, int d) {
-  if (d != 0) return record(cudaErrorInvalidDevice);
-  std::snprintf(id, size_t(len), "0000:00:00.0");
+  if (bad_device(d)) return record(cudaErrorInvalidDevice);
+  std::snprintf(id, size_t(len), "0000:%02x:00.0", d);
   return cudaSuccess;
 }
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
-  if (d != 0) return record(cudaErrorInvalidDevice);
+  if (bad_device(d)) return record(cudaErrorInvalidDevice);
   switch (a) {
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = 232448; return cudaSuccess;
     case cudaDevAttrMemoryPoolsSupported: *v = 1; return cudaSuccess;
@@ -338,7 +468,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int d) {
   }
 }
 cudaError_t cudaSetDevice(int d) {
-  if (d != 0) return record(cudaErrorInvalidDevice);
+  if (bad_device(d)) return record(cudaErrorInvalidDevice);
   current_device = d;
   return cudaSuccess;
 }
@@ -348,6 +478,7 @@ cudaError_t cudaGetDevice(int* d) {
 }
 cudaError_t cudaDeviceSynchronize(void) {
   emu::counts().waits++;
+  emu::settle_all();
   return cudaSuccess;
 }
 cudaError_t cudaGetLastError(void) {
@@ -374,40 +505,115 @@ cudaError_t cudaMalloc(void** p, size_t n) {
   *p = dev_alloc(n);
   return record(*p ? cudaSuccess : cudaErrorMemoryAllocation);
 }
-cudaError_t cudaFree(void* p) { return record(dev_free(p)); }
+// cudaFree synchronises the device; the stream-ordered calls wait for their stream's queued work (streams.hpp).
+cudaError_t cudaFree(void* p) {
+  emu::settle_all();
+  return record(dev_free(p));
+}
 cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return record(cudaMalloc(p, n)); }
-cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return record(dev_free(p)); }
-cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) { return record(copy(d, s, n, k)); }
-cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t) {
+// Behind queued work the free is queued too (a GPU frees in stream order without blocking the host), so code that
+// unwinds an error while a transfer hangs is not held here.
+cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
+  emu::Stream& st = emu::stream_of(s);
+  if (st.idle()) return record(dev_free(p));
+  if (!emu::is_device_pointer(p)) return record(cudaErrorInvalidValue);
+  st.push([p] { dev_free(p); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
+  emu::settle(nullptr);
   return record(copy(d, s, n, k));
 }
-cudaError_t cudaMemset(void* p, int v, size_t n) {
+cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
+  emu::settle(st);
+  return record(copy(d, s, n, k));
+}
+namespace {
+cudaError_t set_bytes(void* p, int v, size_t n) {
   if (n && !(emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<char*>(p) + n - 1)))
     return record(cudaErrorInvalidValue);
   std::memset(p, v, n);
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t) { return record(cudaMemset(p, v, n)); }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) {
-  *s = reinterpret_cast<cudaStream_t>(new char(0));  // a distinct handle per stream
+}  // namespace
+cudaError_t cudaMemset(void* p, int v, size_t n) {
+  emu::settle(nullptr);
+  return set_bytes(p, v, n);
+}
+cudaError_t cudaMemsetAsync(void* p, int v, size_t n, cudaStream_t s) {
+  emu::settle(s);
+  return set_bytes(p, v, n);
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags) {
+  auto* st = new emu::Stream(!(flags & cudaStreamNonBlocking));
+  {
+    std::lock_guard<std::mutex> l(emu::streams_mu);
+    emu::streams().insert(st);
+  }
+  *s = reinterpret_cast<cudaStream_t>(st);
   return cudaSuccess;
 }
+cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, cudaStreamDefault); }
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<char*>(s);
+  if (emu::is_default(s)) return record(cudaErrorInvalidResourceHandle);
+  auto* st = reinterpret_cast<emu::Stream*>(s);
+  {
+    std::lock_guard<std::mutex> l(emu::streams_mu);
+    if (!emu::streams().erase(st)) return record(cudaErrorInvalidResourceHandle);
+  }
+  // As on a GPU the call does not wait: an idle stream goes now, a busy one when its worker has run the queue
+  // (left allocated: a stream whose transfer never completes keeps its worker until the process ends).
+  if (st->idle()) {
+    delete st;
+  } else {
+    std::lock_guard<std::mutex> l(st->mu);
+    st->stop = true;
+    st->worker.detach();
+    st->cv.notify_all();
+  }
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) {
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
   emu::counts().waits++;
+  emu::settle(s);
   return cudaSuccess;
+}
+// cudaErrorNotReady is also left as the last error, as the CUDA runtime does: callers must clear it.
+cudaError_t cudaStreamQuery(cudaStream_t s) {
+  return emu::stream_of(s).idle() ? cudaSuccess : record(cudaErrorNotReady);
 }
 
-// Events: the emulator runs every call to completion before it returns, so a recorded event has happened; its
-// time is the host's steady clock at the record (elapsed times are the emulated work's CPU time).
+// Events: recorded on a stream with no queued work, an event has happened (everything else ran at its call), and
+// its time is the host's steady clock at the record (elapsed times are the emulated work's CPU time); behind
+// queued work it completes when the stream's worker reaches it. Each record makes a new completion state, which
+// the waits queued before it keep (a re-record does not move an earlier wait).
 namespace {
+struct EventState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = true;
+  std::chrono::steady_clock::time_point at = std::chrono::steady_clock::now();
+  void complete() {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      done = true;
+      at = std::chrono::steady_clock::now();
+    }
+    cv.notify_all();
+  }
+  bool is_done() {
+    std::lock_guard<std::mutex> l(mu);
+    return done;
+  }
+  void wait() {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return done; });
+  }
+};
 struct Event {
   bool recorded = false;
   bool timing = true;
-  std::chrono::steady_clock::time_point at;
+  std::shared_ptr<EventState> st = std::make_shared<EventState>();
 };
 }  // namespace
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned flags) {
@@ -421,24 +627,42 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   delete reinterpret_cast<Event*>(e);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (!e) return record(cudaErrorInvalidResourceHandle);
   auto* ev = reinterpret_cast<Event*>(e);
   ev->recorded = true;
-  ev->at = std::chrono::steady_clock::now();
+  auto st = std::make_shared<EventState>();
+  ev->st = st;
+  emu::Stream& stream = emu::stream_of(s);
+  if (!stream.idle()) {  // only this host thread queues work: idle stays idle until the push below
+    st->done = false;
+    stream.push([st] { st->complete(); });
+  }
   return cudaSuccess;
 }
-cudaError_t cudaEventQuery(cudaEvent_t e) { return e ? cudaSuccess : record(cudaErrorInvalidResourceHandle); }
+cudaError_t cudaEventQuery(cudaEvent_t e) {
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  return reinterpret_cast<Event*>(e)->st->is_done() ? cudaSuccess : record(cudaErrorNotReady);
+}
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   emu::counts().waits++;
-  return cudaEventQuery(e);
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  reinterpret_cast<Event*>(e)->st->wait();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
+  if (!e) return record(cudaErrorInvalidResourceHandle);
+  std::shared_ptr<EventState> st = reinterpret_cast<Event*>(e)->st;
+  if (!st->is_done()) emu::stream_of(s).push([st] { st->wait(); });
+  return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   auto *x = reinterpret_cast<Event*>(a), *y = reinterpret_cast<Event*>(b);
   if (!x || !y || !ms) return record(cudaErrorInvalidResourceHandle);
   if (!x->timing || !y->timing) return record(cudaErrorInvalidResourceHandle);
   if (!x->recorded || !y->recorded) return record(cudaErrorInvalidResourceHandle);
-  *ms = std::chrono::duration<float, std::milli>(y->at - x->at).count();
+  if (!x->st->is_done() || !y->st->is_done()) return record(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(y->st->at - x->st->at).count();
   return cudaSuccess;
 }
 
@@ -448,7 +672,13 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
 namespace {
 struct Handle {
   cublasMath_t math = CUBLAS_DEFAULT_MATH;
+  cudaStream_t stream = nullptr;  // cublasSetStream: the GEMMs wait for its queued work
 };
+Handle& handle(cublasHandle_t h) {
+  Handle& x = *reinterpret_cast<Handle*>(h);
+  emu::settle(x.stream);
+  return x;
+}
 float tf32(float x) {  // round to nearest even at 10 explicit mantissa bits
   uint32_t u;
   std::memcpy(&u, &x, 4);
@@ -528,7 +758,10 @@ extern "C" {
 
 cublasStatus_t cublasCreate_v2(cublasHandle_t* h) { return create(h, new Handle); }
 cublasStatus_t cublasDestroy_v2(cublasHandle_t h) { return destroy<Handle>(h); }
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t cublasSetStream_v2(cublasHandle_t h, cudaStream_t s) {
+  reinterpret_cast<Handle*>(h)->stream = s;
+  return CUBLAS_STATUS_SUCCESS;
+}
 cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m) {
   reinterpret_cast<Handle*>(h)->math = m;
   return CUBLAS_STATUS_SUCCESS;
@@ -539,14 +772,14 @@ const char* cublasGetStatusString(cublasStatus_t s) {
 cublasStatus_t cublasSgemm_v2(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                               const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
                               float* C, int ldc) {
-  const bool tf = reinterpret_cast<Handle*>(h)->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  const bool tf = handle(h).math == CUBLAS_TF32_TENSOR_OP_MATH;
   return gemm(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, 0, B, CUDA_R_32F, ldb, 0, beta, C, ldc, 0, 1, tf);
 }
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                          int k, const float* alpha, const float* A, int lda, long long sa,
                                          const float* B, int ldb, long long sb, const float* beta, float* C, int ldc,
                                          long long sc, int batch) {
-  const bool tf = reinterpret_cast<Handle*>(h)->math == CUBLAS_TF32_TENSOR_OP_MATH;
+  const bool tf = handle(h).math == CUBLAS_TF32_TENSOR_OP_MATH;
   return gemm(ta, tb, m, n, k, alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, beta, C, ldc, sc, batch, tf);
 }
 static cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, const void* alpha,
@@ -560,17 +793,19 @@ static cublasStatus_t gemm_ex(cublasOperation_t ta, cublasOperation_t tb, int m,
   return gemm(ta, tb, m, n, k, static_cast<const float*>(alpha), A, at, lda, sa, B, bt, ldb, sb,
               static_cast<const float*>(beta), C, ldc, sc, batch, compute == CUBLAS_COMPUTE_32F_FAST_TF32, nullptr, ct);
 }
-cublasStatus_t cublasGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
                             int ldb, const void* beta, void* C, cudaDataType ct, int ldc, cublasComputeType_t compute,
                             cublasGemmAlgo_t) {
+  handle(h);
   return gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, 0, B, bt, ldb, 0, beta, C, ct, ldc, 0, 1, compute);
 }
-cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
                                           int k, const void* alpha, const void* A, cudaDataType at, int lda,
                                           long long sa, const void* B, cudaDataType bt, int ldb, long long sb,
                                           const void* beta, void* C, cudaDataType ct, int ldc, long long sc,
                                           int batch, cublasComputeType_t compute, cublasGemmAlgo_t) {
+  handle(h);
   return gemm_ex(ta, tb, m, n, k, alpha, A, at, lda, sa, B, bt, ldb, sb, beta, C, ct, ldc, sc, batch, compute);
 }
 
@@ -701,7 +936,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const
                               cublasLtMatrixLayout_t al, const void* B, cublasLtMatrixLayout_t bl, const void* beta,
                               const void* C, cublasLtMatrixLayout_t cl, void* D, cublasLtMatrixLayout_t dl,
                               const cublasLtMatmulAlgo_t* algo, void* workspace, size_t workspace_bytes,
-                              cudaStream_t) {
+                              cudaStream_t stream) {
+  emu::settle(stream);
   const auto& d = *reinterpret_cast<const LtDesc*>(desc);
   const auto& a = *reinterpret_cast<const LtLayout*>(al);
   const auto& b = *reinterpret_cast<const LtLayout*>(bl);

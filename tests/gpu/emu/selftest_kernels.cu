@@ -11,7 +11,8 @@
 //   - mark: a trivial kernel for the launch-configuration errors and for the host-pointer death test;
 //   - divergent_barrier: half a warp at __syncthreads, the other half in a shuffle (the deadlock test);
 //   - wmma_tile: nvcuda::wmma bf16 16x16x16 mma with row/col-major operands, accumulators loaded and stored in
-//     both memory layouts, an element-wise loop over a fragment.
+//     both memory layouts, an element-wise loop over a fragment;
+//   - copy_floats: a copy on a given stream, launched behind queued work (the stream-order tests).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -300,4 +301,16 @@ cudaError_t emu_wmma(const std::vector<float>& a, int lda, const std::vector<flo
                   (void*)dd_zero})
     cudaFree(p);
   return e;
+}
+
+// ---- 9. stream order: a copy kernel on a given stream (the queued-work tests) ----
+namespace {
+__global__ void copy_floats(const float* in, float* out, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = in[i];
+}
+}  // namespace
+cudaError_t emu_copy_on(cudaStream_t s, const float* in, float* out, int n) {
+  copy_floats<<<(n + 63) / 64, 64, 0, s>>>(in, out, n);
+  return cudaGetLastError();
 }

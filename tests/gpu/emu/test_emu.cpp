@@ -10,20 +10,30 @@
 //   6. in forked children: a host pointer passed to a kernel, and a divergent barrier, abort with a message;
 //   7. nvcuda::wmma bf16 16x16x16 mma, row/col-major operands and accumulators, ldm > 16;
 //   8. cuBLAS: cublasSgemm in every transposition with padded leading dimensions, cublasGemmEx on bf16,
-//      TF32 math, operands outside device memory.
+//      TF32 math, operands outside device memory;
+//   9. queued stream work (streams.hpp): cudaStreamQuery/cudaEventQuery not ready behind it, cudaStreamWaitEvent
+//      holding a later kernel, a queued cudaFreeAsync, the legacy default stream waiting for a blocking stream;
+//  10. the NCCL emulation between forked processes: send/recv matched by order, float64 allreduce with the
+//      same bits on every rank, and the errors (size mismatch, a peer gone, init claims and timeouts).
 #define BOOST_TEST_DYN_LINK
 #define BOOST_TEST_MODULE emu
 #include <boost/test/unit_test.hpp>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if STRATA_EMU_NCCL
+#include <nccl.h>
+#endif
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cerrno>
 #include <csignal>
 #include <cmath>
@@ -31,8 +41,11 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
+
+#include "streams.hpp"
 
 // selftest_kernels.cu
 cudaError_t emu_block_sum(const std::vector<int>& in, int gx, int gy, std::vector<long long>& sums);
@@ -510,3 +523,300 @@ BOOST_AUTO_TEST_CASE(cublas_gemmex_bf16_and_tf32) {
   BOOST_TEST(sgemm_1x1() == x);
   BOOST_TEST(cublasDestroy(h) == CUBLAS_STATUS_SUCCESS);
 }
+
+// ---- 9. queued stream work (streams.hpp): what the NCCL emulation's transfers rely on ----
+cudaError_t emu_copy_on(cudaStream_t s, const float* in, float* out, int n);
+namespace emu {
+bool is_device_pointer(const void* p);
+}
+
+BOOST_AUTO_TEST_CASE(queued_work_keeps_stream_order) {
+  const int n = 300;
+  float *x = nullptr, *y = nullptr;
+  BOOST_REQUIRE(cudaMalloc(reinterpret_cast<void**>(&x), n * sizeof(float)) == cudaSuccess);
+  BOOST_REQUIRE(cudaMalloc(reinterpret_cast<void**>(&y), n * sizeof(float)) == cudaSuccess);
+  BOOST_REQUIRE(cudaMemset(x, 0, n * sizeof(float)) == cudaSuccess);
+  cudaStream_t a, b;
+  BOOST_REQUIRE(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking) == cudaSuccess);
+  BOOST_REQUIRE(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking) == cudaSuccess);
+  cudaEvent_t idle_ev, ev;
+  BOOST_REQUIRE(cudaEventCreateWithFlags(&idle_ev, cudaEventDisableTiming) == cudaSuccess);
+  BOOST_REQUIRE(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming) == cudaSuccess);
+  // An event recorded on a stream with nothing queued has happened.
+  BOOST_TEST(cudaEventRecord(idle_ev, a) == cudaSuccess);
+  BOOST_TEST(cudaEventQuery(idle_ev) == cudaSuccess);
+
+  // Work queued on a that waits for the host's go, then writes x: a stands for a transfer in flight.
+  std::atomic<bool> go{false};
+  emu::enqueue(a, [&] {
+    while (!go.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < n; i++) x[i] = float(i) + 0.5f;
+  });
+  BOOST_TEST(cudaStreamQuery(a) == cudaErrorNotReady);
+  BOOST_TEST(cudaGetLastError() == cudaErrorNotReady);  // left as the last error, as the CUDA runtime does
+  BOOST_TEST(cudaGetLastError() == cudaSuccess);
+  BOOST_TEST(cudaEventRecord(ev, a) == cudaSuccess);
+  BOOST_TEST(cudaEventQuery(ev) == cudaErrorNotReady);
+  cudaGetLastError();
+  // b waits for the event; nothing blocks the host yet, and a non-blocking stream does not hold the default one.
+  BOOST_TEST(cudaStreamWaitEvent(b, ev, 0) == cudaSuccess);
+  BOOST_TEST(cudaStreamQuery(b) == cudaErrorNotReady);
+  cudaGetLastError();
+  std::vector<float> h(n);
+  BOOST_TEST(cudaMemcpy(h.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  // A free behind queued work is queued too: the memory stays device memory until a's worker gets there.
+  float* z = nullptr;
+  BOOST_REQUIRE(cudaMalloc(reinterpret_cast<void**>(&z), 64) == cudaSuccess);
+  BOOST_TEST(cudaFreeAsync(z, a) == cudaSuccess);
+  BOOST_TEST(emu::is_device_pointer(z));
+  // The copy on b runs only after a's work: release it from another thread while the launch waits.
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    go = true;
+  });
+  BOOST_TEST(emu_copy_on(b, x, y, n) == cudaSuccess);
+  release.join();
+  BOOST_TEST(cudaEventQuery(ev) == cudaSuccess);
+  BOOST_TEST(cudaStreamSynchronize(a) == cudaSuccess);
+  BOOST_TEST(cudaStreamQuery(a) == cudaSuccess);
+  BOOST_TEST(cudaStreamQuery(b) == cudaSuccess);
+  BOOST_TEST(!emu::is_device_pointer(z));
+  BOOST_TEST(cudaMemcpy(h.data(), y, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  int wrong = 0;
+  for (int i = 0; i < n; i++) wrong += h[size_t(i)] != float(i) + 0.5f;
+  BOOST_TEST(wrong == 0);
+
+  // The legacy default stream waits for a blocking stream's queued work.
+  cudaStream_t c;
+  BOOST_REQUIRE(cudaStreamCreate(&c) == cudaSuccess);
+  std::atomic<bool> ran{false};
+  emu::enqueue(c, [&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ran = true;
+  });
+  BOOST_TEST(cudaMemset(y, 0, 4) == cudaSuccess);
+  BOOST_TEST(ran.load());
+  for (cudaStream_t s : {a, b, c}) BOOST_TEST(cudaStreamDestroy(s) == cudaSuccess);
+  cudaEventDestroy(idle_ev);
+  cudaEventDestroy(ev);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+#if STRATA_EMU_NCCL  // the build found nccl.h (CMake's STRATA_HAVE_NCCL)
+// ---- 10. the NCCL emulation (nccl_emu.cpp) between forked processes ----
+// Runs body(rank) in n forked children (stderr to a file each, 60 s alarm), reaping each as soon as it exits (a
+// zombie would still look alive to its peers). The exit codes, and each rank's stderr.
+struct RankResults {
+  std::vector<int> codes;
+  std::vector<std::string> err;
+};
+template <class F>
+RankResults run_ranks(int n, F body) {
+  const std::string dir = std::string(STRATA_TEST_TMP) + "/emu-nccl";
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::vector<pid_t> pids;
+  for (int r = 0; r < n; r++) {
+    const pid_t pid = fork();
+    BOOST_REQUIRE(pid >= 0);
+    if (pid == 0) {
+      const std::string err = dir + "/stderr." + std::to_string(r);
+      if (!std::freopen(err.c_str(), "w", stderr)) _exit(99);
+      setvbuf(stderr, nullptr, _IONBF, 0);  // _exit flushes nothing
+      alarm(60);
+      _exit(body(r));
+    }
+    pids.push_back(pid);
+  }
+  RankResults res;
+  res.codes.assign(size_t(n), -1);
+  for (int left = n; left > 0; left--) {
+    int status = 0;
+    pid_t p;
+    while ((p = waitpid(-1, &status, 0)) < 0 && errno == EINTR) {
+    }
+    const auto it = std::find(pids.begin(), pids.end(), p);
+    BOOST_REQUIRE(it != pids.end());
+    res.codes[size_t(it - pids.begin())] = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  for (int r = 0; r < n; r++) {
+    FILE* f = std::fopen((dir + "/stderr." + std::to_string(r)).c_str(), "r");
+    std::string s;
+    char buf[1024];
+    for (size_t k; f && (k = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, k);
+    if (f) std::fclose(f);
+    BOOST_TEST_MESSAGE("rank " << r << " exit " << res.codes[size_t(r)] << ", stderr: " << s);
+    res.err.push_back(s);
+  }
+  return res;
+}
+
+// Waits up to 20 s for the communicator's asynchronous error.
+ncclResult_t async_error(ncclComm_t c) {
+  ncclResult_t r = ncclSuccess;
+  for (int i = 0; i < 20000 && r == ncclSuccess; i++) {
+    if (ncclCommGetAsyncError(c, &r) != ncclSuccess) return ncclInternalError;
+    if (r == ncclSuccess) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return r;
+}
+
+struct NcclDir {
+  NcclDir() {
+    const std::string dir = std::string(STRATA_TEST_TMP) + "/emu-nccl";
+    mkdir(dir.c_str(), 0755);
+    setenv("STRATA_EMU_NCCL_DIR", dir.c_str(), 1);
+  }
+};
+
+BOOST_AUTO_TEST_CASE(nccl_send_recv_and_allreduce_between_processes) {
+  NcclDir here;
+  // Two ranks: three messages each way, matched by order, of other sizes and types; the contents bit for bit.
+  ncclUniqueId id;
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  auto value = [](int from, int m, size_t i) { return double(from * 100 + m) + 1e-3 * double(i); };
+  const size_t sizes[3] = {1000, 1, 4099};
+  RankResults two = run_ranks(2, [&](int rank) {
+    ncclComm_t c;
+    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    std::vector<void*> out, in;
+    for (int m = 0; m < 3; m++) {  // message 1 is a double, the others floats
+      const size_t bytes = sizes[m] * (m == 1 ? 8 : 4);
+      void *o, *i;
+      cudaMalloc(&o, bytes), cudaMalloc(&i, bytes), cudaMemset(i, 0xff, bytes);
+      for (size_t k = 0; k < sizes[m]; k++) {
+        if (m == 1) static_cast<double*>(o)[k] = value(rank, m, k);
+        else static_cast<float*>(o)[k] = float(value(rank, m, k));
+      }
+      out.push_back(o), in.push_back(i);
+    }
+    // Both ranks post their three sends first: rendezvous sends on one stream would hang, so each direction
+    // gets its own stream, as the NCCL transport gives each edge.
+    cudaStream_t r;
+    cudaStreamCreateWithFlags(&r, cudaStreamNonBlocking);
+    for (int m = 0; m < 3; m++)
+      if (ncclSend(out[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 1 - rank, c, s) != ncclSuccess) return 3;
+    for (int m = 0; m < 3; m++)
+      if (ncclRecv(in[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 1 - rank, c, r) != ncclSuccess) return 4;
+    cudaStreamSynchronize(s);
+    cudaStreamSynchronize(r);
+    for (int m = 0; m < 3; m++)
+      for (size_t k = 0; k < sizes[m]; k++) {
+        const bool ok = m == 1 ? static_cast<double*>(in[size_t(m)])[k] == value(1 - rank, m, k)
+                               : static_cast<float*>(in[size_t(m)])[k] == float(value(1 - rank, m, k));
+        if (!ok) return 5;
+      }
+    ncclResult_t e;
+    ncclCommGetAsyncError(c, &e);
+    if (e != ncclSuccess) return 6;
+    return ncclCommDestroy(c) == ncclSuccess ? 0 : 7;
+  });
+  BOOST_TEST(two.codes == std::vector<int>({0, 0}));
+
+  // Three ranks, float64 sums in place: every rank gets (a0 + a1) + a2, the same bits.
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  const size_t n = 777;
+  auto part = [](int rank, size_t i) { return 0.1 * double(i) + 1.0 / double(rank + 3) + double(rank) * 1e6; };
+  RankResults three = run_ranks(3, [&](int rank) {
+    ncclComm_t c;
+    if (ncclCommInitRank(&c, 3, id, rank) != ncclSuccess) return 2;
+    double* d;
+    cudaMalloc(reinterpret_cast<void**>(&d), n * sizeof(double));
+    for (size_t i = 0; i < n; i++) d[i] = part(rank, i);
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    for (int round = 0; round < 2; round++) {  // twice: the second sums the first's sums
+      if (ncclAllReduce(d, d, n, ncclFloat64, ncclSum, c, s) != ncclSuccess) return 3;
+      cudaStreamSynchronize(s);
+      for (size_t i = 0; i < n; i++) {
+        double want = (part(0, i) + part(1, i)) + part(2, i);
+        if (round == 1) {
+          const double first = want;
+          want = (first + first) + first;
+        }
+        if (d[i] != want) return 4 + round;
+      }
+    }
+    // Host memory is refused, as NCCL needs device buffers.
+    std::vector<double> host(n);
+    if (ncclAllReduce(host.data(), host.data(), n, ncclFloat64, ncclSum, c, s) != ncclInvalidArgument) return 6;
+    return ncclCommDestroy(c) == ncclSuccess ? 0 : 7;
+  });
+  BOOST_TEST(three.codes == std::vector<int>({0, 0, 0}));
+  BOOST_TEST(three.err[0].find("buffer outside device memory") != std::string::npos, three.err[0]);
+}
+
+BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
+  NcclDir here;
+  // A receive of another size than was sent: ncclInvalidUsage, the receive stays incomplete until the abort.
+  ncclUniqueId id;
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  RankResults size = run_ranks(2, [&](int rank) {
+    ncclComm_t c;
+    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    float* d;
+    cudaMalloc(reinterpret_cast<void**>(&d), 12 * sizeof(float));
+    if (rank == 0) {
+      ncclSend(d, 10, ncclFloat32, 1, c, s);
+      cudaStreamSynchronize(s);  // the receiver took the message (and refused it)
+      return ncclCommDestroy(c) == ncclSuccess ? 0 : 3;
+    }
+    ncclRecv(d, 12, ncclFloat32, 0, c, s);
+    if (async_error(c) != ncclInvalidUsage) return 4;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (cudaStreamQuery(s) != cudaErrorNotReady) return 5;
+    cudaGetLastError();
+    ncclCommAbort(c);
+    return cudaStreamQuery(s) == cudaSuccess ? 0 : 6;
+  });
+  BOOST_TEST(size.codes == std::vector<int>({0, 0}));
+  BOOST_TEST(size.err[1].find("ncclRecv posted for 48 bytes of type 7, rank 0 sent 40 bytes of type 7") !=
+                 std::string::npos, size.err[1]);
+
+  // A peer that is gone: ncclRemoteError for the rank waiting on it (rank 1 exits right after joining).
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  RankResults gone = run_ranks(2, [&](int rank) {
+    ncclComm_t c;
+    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    if (rank == 1) return 0;
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    float* d;
+    cudaMalloc(reinterpret_cast<void**>(&d), 16);
+    ncclRecv(d, 4, ncclFloat32, 1, c, s);
+    if (async_error(c) != ncclRemoteError) return 3;
+    ncclCommAbort(c);
+    return 0;
+  });
+  BOOST_TEST(gone.codes == std::vector<int>({0, 0}));
+  BOOST_TEST(gone.err[0].find("peer rank 1") != std::string::npos, gone.err[0]);
+  BOOST_TEST(gone.err[0].find("is gone") != std::string::npos, gone.err[0]);
+
+  // Init: a rank claimed twice is ncclInvalidUsage at once; the rank left waiting for its missing peer gives up
+  // with ncclSystemError after STRATA_EMU_NCCL_TIMEOUT_S (NCCL itself would wait on).
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  setenv("STRATA_EMU_NCCL_TIMEOUT_S", "2", 1);
+  RankResults twice = run_ranks(2, [&](int rank) {
+    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 0's claim comes first
+    ncclComm_t c;
+    const ncclResult_t r = ncclCommInitRank(&c, 2, id, 0);
+    return rank == 0 ? (r == ncclSystemError ? 0 : 2) : (r == ncclInvalidUsage ? 0 : 3);
+  });
+  unsetenv("STRATA_EMU_NCCL_TIMEOUT_S");
+  BOOST_TEST(twice.codes == std::vector<int>({0, 0}));
+  BOOST_TEST(twice.err[1].find("rank 0 of") != std::string::npos, twice.err[1]);
+  BOOST_TEST(twice.err[1].find("is claimed twice") != std::string::npos, twice.err[1]);
+  BOOST_TEST(twice.err[0].find("has not joined in 2 s") != std::string::npos, twice.err[0]);
+  // A rank outside [0, nranks) and an id that is no communicator's are refused.
+  ncclComm_t c;
+  BOOST_TEST(ncclCommInitRank(&c, 2, id, 2) == ncclInvalidArgument);
+  ncclUniqueId bogus{};
+  std::snprintf(bogus.internal, sizeof bogus.internal, "/nonexistent/strata");
+  BOOST_TEST(ncclCommInitRank(&c, 1, bogus, 0) == ncclInvalidArgument);
+}
+#endif  // STRATA_EMU_NCCL

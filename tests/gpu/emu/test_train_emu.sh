@@ -12,6 +12,9 @@
 # table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
 # bf16 with the register-resident mma.sync attention (train.attention_kernel = "mma") within 2% of fp32, and close to
 # the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
+# The NCCL transport on two emulated GPUs (STRATA_EMU_DEVICES=2, one per rank; tests/gpu/emu/nccl_emu.cpp): 2 stages
+# and 2 data-parallel replicas (ncclAllReduce) give the same losses as the MPI transport, bit for bit; 2 stages
+# interleaved within 1e-4 of the CPU; two ranks on one emulated GPU are refused with the NCCL transport.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -37,7 +40,8 @@ run() {  # NAME ARGS...
   fi
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
-for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb; do cp -r "$WORK/start" "$WORK/$r"; done
+for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i dp2mpi \
+  dp2nccl nccl1gpu; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -54,10 +58,45 @@ run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set t
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2 \
   --set train.bf16_activations=false
 run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1
+TWO_GPUS="mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=2 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_COUNTS=1"
+run nccl2 $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 --set parallel.transport=nccl
+run nccl2i $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
+  --set parallel.transport=nccl --set parallel.schedule=interleaved --set parallel.virtual_stages=2
+run dp2mpi $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=mpi
+run dp2nccl $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=nccl
+# The NCCL runs did go through NCCL (the emulator's counts at exit, per rank): 4 steps × 8 micro-batches, one
+# activation out of stage 0 and one gradient back each; at least an allreduce per step on replicas; the MPI runs
+# posted no NCCL operation.
+"$PY" - "$WORK" <<'EOF' || rc=1
+import re, sys
+w = sys.argv[1]
+def counts(name):
+    return [tuple(map(int, m)) for m in re.findall(r"nccl emulator: (\d+) sends, (\d+) receives, (\d+) allreduces",
+                                                  open(f"{w}/{name}.log").read())]
+ok = True
+for name, good in (("nccl2", lambda c: len(c) == 2 and all(s == 32 and r == 32 and a == 0 for s, r, a in c)),
+                   ("dp2nccl", lambda c: len(c) == 2 and all(s == 0 and r == 0 and a >= 4 for s, r, a in c)),
+                   ("dp2mpi", lambda c: len(c) == 2 and all(x == (0, 0, 0) for x in c))):
+    c = counts(name)
+    print(f"{name}: NCCL operations per rank (sends, receives, allreduces) {c}: {'PASS' if good(c) else 'FAIL'}")
+    ok &= good(c)
+sys.exit(0 if ok else 1)
+EOF
+# One emulated GPU for two ranks: the NCCL transport must refuse it in one line, before any step.
+if timeout 120 mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=1 "$BIN" train $COMMON $R --set train.device=cuda \
+  --set parallel.pipeline=2 --set parallel.transport=nccl --set checkpoint.dir="$WORK/nccl1gpu" > "$WORK/nccl1gpu.log" 2>&1 ||
+  ! grep -q "NCCL needs one GPU per rank" "$WORK/nccl1gpu.log" || grep -q "step      3/6" "$WORK/nccl1gpu.log"; then
+  echo "nccl on one emulated GPU for 2 ranks: FAIL (not refused: $(grep -m1 -i "error\|GPU" "$WORK/nccl1gpu.log"))"
+  rc=1
+else
+  echo "nccl on one emulated GPU for 2 ranks refused: $(grep -m1 -o "ranks 0 and 1 .*GPU per rank" "$WORK/nccl1gpu.log"): PASS"
+fi
 grep -h -A1 "device:" "$WORK/gpu32.log" | head -2
-# Each run's log names the attention kernel it ran and where the hidden activations were kept.
+# Each run's log names the attention kernel it ran, where the hidden activations were kept and the transport.
 for want in "gpu32:fused, fp32 CUDA cores" "gpu16:fused, bf16 tensor cores (WMMA), head size 16, hidden activations kept in bf16" \
-  "gpu16mma:fused, bf16 tensor cores (mma.sync)" "gpu16fp32act:hidden activations stored in fp32"; do
+  "gpu16mma:fused, bf16 tensor cores (mma.sync)" "gpu16fp32act:hidden activations stored in fp32" \
+  "nccl2:transport: nccl (GPU to GPU" "dp2nccl:transport: nccl (GPU to GPU" \
+  "mpi2:transport: mpi (device buffers staged through host memory)" "dp2mpi:transport: mpi (device buffers staged"; do
   if grep -qF "${want#*:}" "$WORK/${want%%:*}.log"; then echo "${want%%:*} log names '${want#*:}': PASS"
   else echo "${want%%:*} log names '${want#*:}': FAIL ($(grep -m1 "device:" "$WORK/${want%%:*}.log"))"; rc=1; fi
 done
@@ -67,6 +106,12 @@ cmp "emulated GPU bf16 vs fp32 (steps 3-6)" "$WORK/gpu32/metrics.jsonl" "$WORK/g
 cmp "emulated GPU bf16, mma attention, vs fp32" "$WORK/gpu32/metrics.jsonl" "$WORK/gpu16mma/metrics.jsonl" 2e-2
 cmp "emulated GPU bf16, mma attention, vs WMMA attention" "$WORK/gpu16/metrics.jsonl" "$WORK/gpu16mma/metrics.jsonl" 1e-3
 cmp "2 stages on one emulated GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
+cmp "2 stages on two emulated GPUs, NCCL transport, vs MPI transport" "$WORK/mpi2/metrics.jsonl" \
+  "$WORK/nccl2/metrics.jsonl" 0
+cmp "2 stages interleaved (v = 2), NCCL transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/nccl2i/metrics.jsonl" 1e-4
+cmp "2 replicas on two emulated GPUs, ncclAllReduce vs MPI sums" "$WORK/dp2mpi/metrics.jsonl" \
+  "$WORK/dp2nccl/metrics.jsonl" 0
+cmp "2 replicas, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/dp2mpi/metrics.jsonl" 1e-4
 cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
 cmp "bf16, hidden activations kept in bf16 vs fp32" "$WORK/gpu16fp32act/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 1e-3
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
