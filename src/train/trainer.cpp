@@ -469,11 +469,13 @@ double train_run(const Config& cfg, MPI_Comm world) {
   // host memory on a GPU).
   std::function<void(double*, size_t)> nccl_sum;
   if (gpu && pc.transport == "nccl" && D > 1) nccl_sum = gpu_runtime().make_nccl_allreduce(topo.data, gpu->stream());
-  if (P > 1 || D > 1)
-    say(str("transport: ", !gpu                      ? "mpi (host buffers)"
-                           : pc.transport == "nccl" ? "nccl (GPU to GPU: ncclSend/ncclRecv between stages, ncclAllReduce "
-                                                      "over replicas)"
-                                                    : "mpi (device buffers staged through host memory)"));
+  if (P > 1 || D > 1) {
+    std::string how = !gpu ? "mpi (host buffers)" : "mpi (device buffers staged through host memory)";
+    if (gpu && pc.transport == "nccl")
+      how = str("nccl (GPU to GPU: ", P > 1 ? "ncclSend/ncclRecv between stages" : "",
+                P > 1 && D > 1 ? ", " : "", D > 1 ? "ncclAllReduce over replicas" : "", ")");
+    say("transport: " + how);
+  }
   PipelineExecutor exec(raw, spec, topo.stage, transport);
   const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, BD = B / D;
   const auto t_start = clock_type::now();

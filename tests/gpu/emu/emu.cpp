@@ -173,6 +173,10 @@ Counts& counts() {
 }
 
 // ---- streams (streams.hpp) ----
+double hang_limit_s() {
+  const char* e = std::getenv("STRATA_EMU_HANG_S");
+  return e ? std::atof(e) : 300.0;
+}
 namespace {
 struct Stream {
   explicit Stream(bool blocking) : blocking(blocking) {}
@@ -219,10 +223,7 @@ struct Stream {
     return queue.empty() && !running;
   }
   void settle() {
-    static const double limit = [] {
-      const char* e = std::getenv("STRATA_EMU_HANG_S");
-      return e ? std::atof(e) : 300.0;
-    }();
+    const double limit = hang_limit_s();
     std::unique_lock<std::mutex> l(mu);
     if (!cv.wait_for(l, std::chrono::duration<double>(limit), [&] { return queue.empty() && !running; })) {
       std::fprintf(stderr, "cuda emulator: the host waited %.0f s (STRATA_EMU_HANG_S) for a stream's queued work "
@@ -396,6 +397,10 @@ cudaError_t dev_free(void* p) {
   std::free(p);
   return cudaSuccess;
 }
+std::set<const void*>& queued_frees() {  // cudaFreeAsync calls queued behind a stream's work (under mem_mu)
+  static std::set<const void*> s;
+  return s;
+}
 // The copy's kind must match where its pointers are (cudaMemcpyDefault accepts any).
 cudaError_t copy(void* dst, const void* src, size_t n, cudaMemcpyKind kind) {
   if (n == 0) return cudaSuccess;
@@ -418,19 +423,16 @@ int current_device = 0;
 // STRATA_EMU_DEVICES=N (1 to 8, default 1): the process sees N emulated GPUs, each with its own PCI bus id, as
 // a node with N GPUs shows them to each of its ranks. They share one memory and run nothing concurrently; the
 // count is for code that picks a device by local rank and for the NCCL emulation (nccl_emu.cpp).
-int device_count() {
-  static const int n = [] {
-    const char* e = std::getenv("STRATA_EMU_DEVICES");
-    if (!e) return 1;
-    char* end = nullptr;
-    const long v = std::strtol(e, &end, 10);
-    if (end == e || *end || v < 1 || v > 8) {
-      std::fprintf(stderr, "cuda emulator: STRATA_EMU_DEVICES = '%s' is not a count from 1 to 8\n", e);
-      std::exit(2);
-    }
-    return int(v);
-  }();
-  return n;
+int device_count() {  // read at every call: a test may set it before it forks its ranks
+  const char* e = std::getenv("STRATA_EMU_DEVICES");
+  if (!e) return 1;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  if (end == e || *end || v < 1 || v > 8) {
+    std::fprintf(stderr, "cuda emulator: STRATA_EMU_DEVICES = '%s' is not a count from 1 to 8\n", e);
+    std::exit(2);
+  }
+  return int(v);
 }
 bool bad_device(int d) { return d < 0 || d >= device_count(); }
 // As the CUDA runtime does, a failing call also becomes the thread's last error (cudaGetLastError).
@@ -515,9 +517,22 @@ cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { return record(cu
 // unwinds an error while a transfer hangs is not held here.
 cudaError_t cudaFreeAsync(void* p, cudaStream_t s) {
   emu::Stream& st = emu::stream_of(s);
-  if (st.idle()) return record(dev_free(p));
-  if (!emu::is_device_pointer(p)) return record(cudaErrorInvalidValue);
-  st.push([p] { dev_free(p); });
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(emu::mem_mu);
+    // Only an allocation's start, and not one already queued for freeing (a double free).
+    if (!emu::allocations().count(static_cast<const char*>(p)) || !queued_frees().insert(p).second)
+      return record(cudaErrorInvalidValue);
+  }
+  auto run = [p] {
+    {
+      std::lock_guard<std::mutex> lock(emu::mem_mu);
+      queued_frees().erase(p);
+    }
+    dev_free(p);
+  };
+  if (st.idle()) return run(), cudaSuccess;
+  st.push(run);
   return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
@@ -605,7 +620,16 @@ struct EventState {
     std::lock_guard<std::mutex> l(mu);
     return done;
   }
-  void wait() {
+  void wait() {  // the host's wait (cudaEventSynchronize): past STRATA_EMU_HANG_S a hang, as Stream::settle
+    const double limit = emu::hang_limit_s();
+    std::unique_lock<std::mutex> l(mu);
+    if (!cv.wait_for(l, std::chrono::duration<double>(limit), [&] { return done; })) {
+      std::fprintf(stderr, "cuda emulator: cudaEventSynchronize waited %.0f s (STRATA_EMU_HANG_S) for an event behind "
+                   "queued work: a hang on a GPU\n", limit);
+      std::abort();
+    }
+  }
+  void wait_queued() {  // a stream's queued wait: its worker waits as long as it takes (the host's settle reports it)
     std::unique_lock<std::mutex> l(mu);
     cv.wait(l, [&] { return done; });
   }
@@ -653,7 +677,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned) {
   if (!e) return record(cudaErrorInvalidResourceHandle);
   std::shared_ptr<EventState> st = reinterpret_cast<Event*>(e)->st;
-  if (!st->is_done()) emu::stream_of(s).push([st] { st->wait(); });
+  if (!st->is_done()) emu::stream_of(s).push([st] { st->wait_queued(); });
   return cudaSuccess;
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {

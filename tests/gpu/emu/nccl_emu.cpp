@@ -4,18 +4,23 @@
 // the trainer's code drives them, on a machine without a GPU. Linked instead of libnccl into the *_emu binaries.
 //
 // The model:
-//   - ncclGetUniqueId makes the communicator's directory (under $STRATA_EMU_NCCL_DIR, else /dev/shm or /tmp)
-//     and the id holds its path, so the id must reach the other ranks as it does with NCCL (over MPI here).
-//     ncclCommInitRank claims rank r's file in it and blocks until all nranks ranks have joined, as NCCL's
-//     init does; a rank claimed twice or a different nranks is ncclInvalidUsage, ranks that never come are
-//     ncclSystemError after STRATA_EMU_NCCL_TIMEOUT_S seconds (default 120) where NCCL would hang.
-//   - ncclSend, ncclRecv and ncclAllReduce are queued on their stream (streams.hpp), in the order posted, and
-//     match by order per (communicator, sender, receiver), as NCCL's do. A send completes only when its
-//     receiver has taken the data (rendezvous: NCCL needs the receiver for any message larger than its
-//     buffers), so an ordering that relies on sends finishing alone hangs here as it may on a GPU.
-//   - A receive whose size or type differs from what was sent, or a peer process that is gone, sets the
-//     communicator's asynchronous error (ncclInvalidUsage, ncclRemoteError) for ncclCommGetAsyncError, and the
-//     operation stays incomplete, as a failed NCCL kernel leaves its stream, until ncclCommAbort.
+//   - ncclGetUniqueId makes the communicator's directory (under $STRATA_EMU_NCCL_DIR, else /dev/shm or /tmp,
+//     in strata-nccl-emu.<uid>) and the id holds its path, so the id must reach the other ranks as it does with
+//     NCCL (over MPI here). ncclCommInitRank claims rank r's file in it and blocks until all nranks ranks have
+//     joined, as NCCL's init does; a rank claimed twice, a different nranks or two ranks on one GPU (host and
+//     current device) is ncclInvalidUsage, ranks that never come are ncclSystemError after
+//     STRATA_EMU_NCCL_TIMEOUT_S seconds (default 120) where NCCL would hang.
+//   - ncclSend, ncclRecv and ncclAllReduce are queued on their stream (streams.hpp) and match by order per
+//     (communicator, sender, receiver), as NCCL's do. A communicator's operations run one after another in the
+//     order posted, whatever their streams; STRATA_EMU_NCCL_SERIAL=1 runs all the process's operations so (no
+//     two progress together: NCCL does not promise they do). A send completes only when its receiver has taken
+//     the data (rendezvous: NCCL needs the receiver for any message larger than its buffers), so an ordering that
+//     relies on sends finishing alone hangs here as it may on a GPU.
+//   - A receive whose size or type differs from what was sent (the send completes), a send buffer changed or
+//     freed before its send completed (NCCL reads it while the transfer runs), a receive buffer freed, or a
+//     peer process that is gone sets the communicator's asynchronous error (ncclInvalidUsage, ncclRemoteError)
+//     for ncclCommGetAsyncError, and the operation stays incomplete, as a failed NCCL kernel leaves its
+//     stream, until ncclCommAbort.
 //   - ncclAllReduce gathers every rank's buffer at rank 0, sums in rank order (sum only) and hands the result
 //     back, so every rank gets the same bits; NCCL's ring or tree order differs and is not modelled.
 // Buffers must be device memory of the emulator (as NCCL needs device or registered memory); the messages are
@@ -48,6 +53,8 @@ struct ncclComm {
   std::atomic<int> async{ncclSuccess};
   std::atomic<bool> aborted{false};
   std::atomic<int> pending{0};  // operations queued and not finished
+  unsigned long long tickets = 0;  // operations posted (host thread only): each runs after the one before
+  std::atomic<unsigned long long> served{0};  // operations finished, in post order
 };
 
 namespace {
@@ -104,7 +111,7 @@ bool await(ncclComm* c, int peer, Ready ready) {
     const auto now = std::chrono::steady_clock::now();
     if (!reported && peer >= 0 && now - last_check > std::chrono::milliseconds(50)) {
       last_check = now;
-      if (kill(c->pids[size_t(peer)], 0) != 0 && errno == ESRCH) {
+      if (kill(c->pids[size_t(peer)], 0) != 0 && errno == ESRCH && !ready()) {  // it may have finished, then gone
         std::fprintf(stderr, "nccl emulator: rank %d of %s: peer rank %d (pid %d) is gone\n", c->rank,
                      c->dir.c_str(), peer, int(c->pids[size_t(peer)]));
         set_error(c, ncclRemoteError);
@@ -176,23 +183,57 @@ bool on_device(const void* p, size_t bytes) {
   return bytes == 0 || (p && emu::is_device_pointer(p) && emu::is_device_pointer(static_cast<const char*>(p) + bytes - 1));
 }
 
+unsigned long long fnv1a(const void* p, size_t bytes) {
+  unsigned long long h = 1469598103934665603ull;
+  for (size_t i = 0; i < bytes; i++) h = (h ^ static_cast<const unsigned char*>(p)[i]) * 1099511628211ull;
+  return h;
+}
+
 ncclResult_t usage(const char* call, const char* why) {
   std::fprintf(stderr, "nccl emulator: %s: %s\n", call, why);
   return ncclInvalidArgument;
 }
 
 // Queues op on stream s, counted as pending on c until it returns.
+// Process-wide order (STRATA_EMU_NCCL_SERIAL=1): every operation of the process, on any communicator, runs after
+// the one posted before it, the strictest reading of NCCL's "no guarantee that two operations progress
+// concurrently".
+std::atomic<unsigned long long> process_served{0};
+unsigned long long process_tickets = 0;
+bool serial() {
+  const char* e = std::getenv("STRATA_EMU_NCCL_SERIAL");
+  return e && std::strcmp(e, "1") == 0;
+}
+
+// Queues op on stream s, counted as pending on c until it returns. A communicator's operations run in the order
+// posted, whatever their streams (as NCCL runs them), and with STRATA_EMU_NCCL_SERIAL=1 the process's too.
 template <class Op>
 void post(ncclComm* c, cudaStream_t s, Op op) {
   c->pending++;
-  emu::enqueue(s, [c, op]() mutable {
+  const unsigned long long mine = c->tickets++;
+  const long long global = serial() ? (long long)process_tickets++ : -1;
+  emu::enqueue(s, [c, op, mine, global]() mutable {
+    while (!c->aborted.load() && (c->served.load() != mine || (global >= 0 && process_served.load() != (unsigned long long)global)))
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
     if (!c->aborted.load()) op();
+    c->served++;
+    if (global >= 0) process_served++;
     c->pending--;
   });
 }
 
 void release(ncclComm* c) {
-  while (c->pending.load() > 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  const double limit = env_seconds("STRATA_EMU_HANG_S", 300);
+  const auto t0 = std::chrono::steady_clock::now();
+  while (c->pending.load() > 0) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > limit) {
+      std::fprintf(stderr, "nccl emulator: rank %d of %s: ncclCommDestroy waited %.0f s (STRATA_EMU_HANG_S) for "
+                   "%d operation(s) whose peers never posted their half: a hang on a GPU\n", c->rank,
+                   c->dir.c_str(), limit, c->pending.load());
+      std::abort();
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
   std::remove((c->dir + "/rank." + std::to_string(c->rank)).c_str());
   rmdir(c->dir.c_str());  // the last rank out removes it (ENOTEMPTY before)
   delete c;
@@ -222,13 +263,16 @@ ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
   for (size_t at = base.find('/', 1); at != std::string::npos; at = base.find('/', at + 1))
     mkdir(base.substr(0, at).c_str(), 0755);  // the parents, as mkdir -p (existing ones stay)
   mkdir(base.c_str(), 0700);
-  char host[64] = {};
-  gethostname(host, sizeof host - 1);
-  const std::string dir = base + "/c." + host + "." + std::to_string(getpid()) + "." + std::to_string(counter++);
-  if (dir.size() >= sizeof id->internal) return usage("ncclGetUniqueId", "directory path too long for the id");
-  if (mkdir(dir.c_str(), 0700) != 0) {
-    std::fprintf(stderr, "nccl emulator: ncclGetUniqueId: cannot make %s: %s\n", dir.c_str(), std::strerror(errno));
-    return ncclSystemError;
+  std::string dir;
+  for (int attempt = 0;; attempt++) {  // a directory left by an earlier process of the same pid: the next name
+    const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+    dir = base + "/c." + std::to_string(getpid()) + "." + std::to_string(counter++) + "." + std::to_string(t % 1000000007);
+    if (dir.size() >= sizeof id->internal) return usage("ncclGetUniqueId", "directory path too long for the id");
+    if (mkdir(dir.c_str(), 0700) == 0) break;
+    if (errno != EEXIST || attempt == 100) {
+      std::fprintf(stderr, "nccl emulator: ncclGetUniqueId: cannot make %s: %s\n", dir.c_str(), std::strerror(errno));
+      return ncclSystemError;
+    }
   }
   std::memset(id->internal, 0, sizeof id->internal);
   std::memcpy(id->internal, dir.data(), dir.size());
@@ -248,7 +292,11 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId id, int 
   // Claim rank's file: written whole under a temporary name, then linked (fails if the rank is taken).
   const std::string mine = dir + "/rank." + std::to_string(rank), tmp = mine + ".tmp." + std::to_string(getpid());
   FILE* f = std::fopen(tmp.c_str(), "w");
-  if (!f || std::fprintf(f, "%d %d\n", int(getpid()), nranks) <= 0 || std::fclose(f) != 0) {
+  int device = 0;
+  cudaGetDevice(&device);
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  if (!f || std::fprintf(f, "%d %d %d %s\n", int(getpid()), nranks, device, host) <= 0 || std::fclose(f) != 0) {
     std::fprintf(stderr, "nccl emulator: ncclCommInitRank: cannot write %s\n", tmp.c_str());
     delete c;
     return ncclSystemError;
@@ -264,10 +312,11 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId id, int 
   const auto t0 = std::chrono::steady_clock::now();
   for (int r = 0; r < nranks; r++) {
     const std::string p = dir + "/rank." + std::to_string(r);
-    int pid = 0, n = 0;
+    int pid = 0, n = 0, dev = 0;
+    char their_host[256] = {};
     for (;;) {
       FILE* g = std::fopen(p.c_str(), "r");
-      const bool got = g && std::fscanf(g, "%d %d", &pid, &n) == 2;
+      const bool got = g && std::fscanf(g, "%d %d %d %255s", &pid, &n, &dev, their_host) == 4;
       if (g) std::fclose(g);
       if (got) break;
       if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout) {
@@ -283,6 +332,14 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId id, int 
     if (n != nranks) {
       std::fprintf(stderr, "nccl emulator: ncclCommInitRank: rank %d of %s says nranks = %d, rank %d says %d\n", rank,
                    dir.c_str(), nranks, r, n);
+      std::remove(mine.c_str());
+      rmdir(dir.c_str());
+      delete c;
+      return ncclInvalidUsage;
+    }
+    if (r != rank && dev == device && std::strcmp(their_host, host) == 0) {  // as NCCL's "Duplicate GPU detected"
+      std::fprintf(stderr, "nccl emulator: ncclCommInitRank: rank %d of %s: rank %d is on the same GPU (device %d "
+                   "of %s)\n", rank, dir.c_str(), r, dev, host);
       std::remove(mine.c_str());
       rmdir(dir.c_str());
       delete c;
@@ -321,8 +378,17 @@ ncclResult_t ncclSend(const void* buf, size_t count, ncclDataType_t type, int pe
   const std::string name = msg_name(c, c->rank, peer, c->sent[size_t(peer)]++);
   counts.sends++;
   post(c, s, [c, buf, bytes, type, peer, name] {
+    // NCCL reads the buffer while the transfer runs: it must stay allocated and unchanged until the send completes.
+    const unsigned long long sum = fnv1a(buf, bytes);
     if (!put(c, name, buf, bytes, type)) return hold(c);
-    await(c, peer, [&] { return !exists(name); });  // taken by the receiver
+    if (!await(c, peer, [&] { return !exists(name); })) return;  // taken by the receiver
+    if (!on_device(buf, bytes) || fnv1a(buf, bytes) != sum) {
+      std::fprintf(stderr, "nccl emulator: rank %d of %s: the buffer of ncclSend to rank %d was %s before the send "
+                   "completed (a GPU would send what it read then)\n", c->rank, c->dir.c_str(), peer,
+                   on_device(buf, bytes) ? "overwritten" : "freed");
+      set_error(c, ncclInvalidUsage);
+      hold(c);
+    }
   });
   return ncclSuccess;
 }
@@ -336,6 +402,12 @@ ncclResult_t ncclRecv(void* buf, size_t count, ncclDataType_t type, int peer, nc
   counts.receives++;
   post(c, s, [c, buf, bytes, type, peer, name] {
     if (!await(c, peer, [&] { return exists(name); })) return;
+    if (!on_device(buf, bytes)) {
+      std::fprintf(stderr, "nccl emulator: rank %d of %s: the buffer of ncclRecv from rank %d was freed before the "
+                   "receive completed\n", c->rank, c->dir.c_str(), peer);
+      set_error(c, ncclInvalidUsage);
+      return hold(c);
+    }
     if (!take(c, name, buf, bytes, type, "ncclRecv")) hold(c);
   });
   return ncclSuccess;

@@ -662,24 +662,37 @@ ncclResult_t async_error(ncclComm_t c) {
   return r;
 }
 
+// The emulated NCCL's files under the test's directory, and three emulated GPUs: each rank sets its own.
 struct NcclDir {
   NcclDir() {
     const std::string dir = std::string(STRATA_TEST_TMP) + "/emu-nccl";
     mkdir(dir.c_str(), 0755);
     setenv("STRATA_EMU_NCCL_DIR", dir.c_str(), 1);
+    setenv("STRATA_EMU_DEVICES", "3", 1);
+    setenv("STRATA_EMU_HANG_S", "50", 1);  // inside run_ranks' 60 s alarm
+  }
+  ~NcclDir() {
+    unsetenv("STRATA_EMU_DEVICES");
+    unsetenv("STRATA_EMU_HANG_S");
   }
 };
 
 BOOST_AUTO_TEST_CASE(nccl_send_recv_and_allreduce_between_processes) {
   NcclDir here;
   // Two ranks: three messages each way, matched by order, of other sizes and types; the contents bit for bit.
-  ncclUniqueId id;
+  // One communicator per direction: a communicator runs its operations in the order posted, so both ranks
+  // sending first on one communicator would hang (here as with NCCL).
+  ncclUniqueId id, back;
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  BOOST_REQUIRE(ncclGetUniqueId(&back) == ncclSuccess);
   auto value = [](int from, int m, size_t i) { return double(from * 100 + m) + 1e-3 * double(i); };
   const size_t sizes[3] = {1000, 1, 4099};
   RankResults two = run_ranks(2, [&](int rank) {
-    ncclComm_t c;
+    cudaSetDevice(rank);
+    ncclComm_t c, cb;  // c carries rank 0's messages to rank 1, cb the other way (rank 1 is cb's rank 0)
     if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    if (ncclCommInitRank(&cb, 2, back, 1 - rank) != ncclSuccess) return 2;
+    ncclComm_t mine = rank == 0 ? c : cb, theirs = rank == 0 ? cb : c;
     cudaStream_t s;
     cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
     std::vector<void*> out, in;
@@ -694,13 +707,13 @@ BOOST_AUTO_TEST_CASE(nccl_send_recv_and_allreduce_between_processes) {
       out.push_back(o), in.push_back(i);
     }
     // Both ranks post their three sends first: rendezvous sends on one stream would hang, so each direction
-    // gets its own stream, as the NCCL transport gives each edge.
+    // gets its own communicator and stream, as the NCCL transport gives each edge.
     cudaStream_t r;
     cudaStreamCreateWithFlags(&r, cudaStreamNonBlocking);
     for (int m = 0; m < 3; m++)
-      if (ncclSend(out[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 1 - rank, c, s) != ncclSuccess) return 3;
+      if (ncclSend(out[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 1, mine, s) != ncclSuccess) return 3;
     for (int m = 0; m < 3; m++)
-      if (ncclRecv(in[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 1 - rank, c, r) != ncclSuccess) return 4;
+      if (ncclRecv(in[size_t(m)], sizes[m], m == 1 ? ncclFloat64 : ncclFloat32, 0, theirs, r) != ncclSuccess) return 4;
     cudaStreamSynchronize(s);
     cudaStreamSynchronize(r);
     for (int m = 0; m < 3; m++)
@@ -709,10 +722,11 @@ BOOST_AUTO_TEST_CASE(nccl_send_recv_and_allreduce_between_processes) {
                                : static_cast<float*>(in[size_t(m)])[k] == float(value(1 - rank, m, k));
         if (!ok) return 5;
       }
-    ncclResult_t e;
+    ncclResult_t e, eb;
     ncclCommGetAsyncError(c, &e);
-    if (e != ncclSuccess) return 6;
-    return ncclCommDestroy(c) == ncclSuccess ? 0 : 7;
+    ncclCommGetAsyncError(cb, &eb);
+    if (e != ncclSuccess || eb != ncclSuccess) return 6;
+    return ncclCommDestroy(c) == ncclSuccess && ncclCommDestroy(cb) == ncclSuccess ? 0 : 7;
   });
   BOOST_TEST(two.codes == std::vector<int>({0, 0}));
 
@@ -721,6 +735,7 @@ BOOST_AUTO_TEST_CASE(nccl_send_recv_and_allreduce_between_processes) {
   const size_t n = 777;
   auto part = [](int rank, size_t i) { return 0.1 * double(i) + 1.0 / double(rank + 3) + double(rank) * 1e6; };
   RankResults three = run_ranks(3, [&](int rank) {
+    cudaSetDevice(rank);
     ncclComm_t c;
     if (ncclCommInitRank(&c, 3, id, rank) != ncclSuccess) return 2;
     double* d;
@@ -755,6 +770,7 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   ncclUniqueId id;
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   RankResults size = run_ranks(2, [&](int rank) {
+    cudaSetDevice(rank);
     ncclComm_t c;
     if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
     cudaStream_t s;
@@ -772,6 +788,8 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
     if (cudaStreamQuery(s) != cudaErrorNotReady) return 5;
     cudaGetLastError();
     ncclCommAbort(c);
+    for (int i = 0; i < 5000 && cudaStreamQuery(s) != cudaSuccess; i++)  // the aborted receive gives up soon
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     return cudaStreamQuery(s) == cudaSuccess ? 0 : 6;
   });
   BOOST_TEST(size.codes == std::vector<int>({0, 0}));
@@ -781,6 +799,7 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   // A peer that is gone: ncclRemoteError for the rank waiting on it (rank 1 exits right after joining).
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   RankResults gone = run_ranks(2, [&](int rank) {
+    cudaSetDevice(rank);
     ncclComm_t c;
     if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
     if (rank == 1) return 0;
@@ -801,8 +820,11 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   // with ncclSystemError after STRATA_EMU_NCCL_TIMEOUT_S (NCCL itself would wait on).
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   setenv("STRATA_EMU_NCCL_TIMEOUT_S", "2", 1);
+  const std::string twice_dir(id.internal);
   RankResults twice = run_ranks(2, [&](int rank) {
-    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));  // rank 0's claim comes first
+    cudaSetDevice(rank);
+    if (rank == 1)  // rank 0's claim comes first
+      while (access((twice_dir + "/rank.0").c_str(), F_OK) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     ncclComm_t c;
     const ncclResult_t r = ncclCommInitRank(&c, 2, id, 0);
     return rank == 0 ? (r == ncclSystemError ? 0 : 2) : (r == ncclInvalidUsage ? 0 : 3);
@@ -812,6 +834,45 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   BOOST_TEST(twice.err[1].find("rank 0 of") != std::string::npos, twice.err[1]);
   BOOST_TEST(twice.err[1].find("is claimed twice") != std::string::npos, twice.err[1]);
   BOOST_TEST(twice.err[0].find("has not joined in 2 s") != std::string::npos, twice.err[0]);
+  // A send buffer overwritten before its send completed: ncclInvalidUsage on the sender (NCCL reads the buffer
+  // while the transfer runs). Rank 0 overwrites it once the message is out, before rank 1 takes it.
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  const std::string reuse_dir(id.internal);
+  RankResults reuse = run_ranks(2, [&](int rank) {
+    cudaSetDevice(rank);
+    ncclComm_t c;
+    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    float* d;
+    cudaMalloc(reinterpret_cast<void**>(&d), 64 * sizeof(float));
+    cudaMemset(d, 0, 64 * sizeof(float));
+    if (rank == 0) {
+      ncclSend(d, 64, ncclFloat32, 1, c, s);
+      while (access((reuse_dir + "/m.0.1.0").c_str(), F_OK) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      d[3] = 1.0f;  // as a kernel reusing the buffer too early would
+      if (async_error(c) != ncclInvalidUsage) return 3;
+      ncclCommAbort(c);
+      return 0;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ncclRecv(d, 64, ncclFloat32, 0, c, s);
+    cudaStreamSynchronize(s);
+    return ncclCommDestroy(c) == ncclSuccess ? 0 : 4;
+  });
+  BOOST_TEST(reuse.codes == std::vector<int>({0, 0}));
+  BOOST_TEST(reuse.err[0].find("was overwritten before the send completed") != std::string::npos, reuse.err[0]);
+
+  // Two ranks on one GPU: ncclInvalidUsage on both, as NCCL's "Duplicate GPU detected".
+  BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
+  RankResults dup = run_ranks(2, [&](int rank) {
+    cudaSetDevice(1);
+    ncclComm_t c;
+    return ncclCommInitRank(&c, 2, id, rank) == ncclInvalidUsage ? 0 : 2;
+  });
+  BOOST_TEST(dup.codes == std::vector<int>({0, 0}));
+  BOOST_TEST(dup.err[0].find("rank 1 is on the same GPU (device 1") != std::string::npos, dup.err[0]);
+
   // A rank outside [0, nranks) and an id that is no communicator's are refused.
   ncclComm_t c;
   BOOST_TEST(ncclCommInitRank(&c, 2, id, 2) == ncclInvalidArgument);
