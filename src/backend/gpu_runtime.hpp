@@ -22,10 +22,9 @@ struct GpuRuntime {
   std::string (*no_device_reason)() = nullptr;   // why device_count() is 0
   // A backend on device `device` (sets the calling thread's device) with the kernels `options` choose.
   std::unique_ptr<Backend> (*make_backend)(int device, const GpuOptions& options) = nullptr;
-  // The NCCL transport over the pipeline communicator for this stage's action list, ordered after `stream`
-  // (the backend's compute stream); null where the build has no NCCL.
-  std::unique_ptr<Transport> (*make_nccl_transport)(MPI_Comm pipe, const std::vector<Action>& actions,
-                                                    void* stream) = nullptr;
+  // The NCCL transport over the pipeline communicator for the schedule `spec` (this rank's stage is its rank
+  // in `pipe`), ordered after `stream` (the backend's compute stream); null where the build has no NCCL.
+  std::unique_ptr<Transport> (*make_nccl_transport)(MPI_Comm pipe, const ScheduleSpec& spec, void* stream) = nullptr;
   // The data-parallel sum over `comm` with ncclAllReduce on `stream`: the returned function sums a float64
   // buffer of device memory in place (it owns the communicator); null where the build has no NCCL.
   std::function<void(double*, size_t)> (*make_nccl_allreduce)(MPI_Comm comm, void* stream) = nullptr;

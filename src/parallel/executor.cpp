@@ -31,21 +31,22 @@ PipelineExecutor::Live& PipelineExecutor::live(int mb, int c, int MB, int T) {
 
 void PipelineExecutor::post_recv(const Action& a, int MB, int T) {
   Live& l = live(a.mb, a.chunk, MB, T);
-  if (l.recv >= 0) return;
+  int& h = a.op == Op::recv_act ? l.recv_act : l.recv_grad;
+  if (h >= 0) return;
   Model& m = *chunks_[a.chunk];
   const int vs = a.chunk * spec_.P + stage_;
   const size_t n = size_t(MB) * T * m.cfg.d_model;
   float* buf = a.op == Op::recv_act ? m.input(l.slot) : m.output_grad(l.slot);
   m.backend().written(buf, n * sizeof(float));
-  l.recv = tr_.irecv(buf, n, a.peer, tag(a.mb, vs, a.op != Op::recv_act));
+  h = tr_.irecv(buf, n, a.peer, tag(a.mb, vs, a.op != Op::recv_act));
 }
 
-void PipelineExecutor::wait_recv(Live& l) {
-  if (l.recv < 0) return;
+void PipelineExecutor::wait_recv(int& handle) {
+  if (handle < 0) return;
   const auto t0 = std::chrono::steady_clock::now();
-  tr_.wait(l.recv);
+  tr_.wait(handle);
   timing_.wait += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  l.recv = -1;
+  handle = -1;
 }
 
 void PipelineExecutor::retire(const Key& k) {
@@ -79,6 +80,7 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
   tgt_.resize(N);
   double loss = 0;
   std::vector<bool> posted(actions_.size(), false);
+  tr_.begin_step(true, N * size_t(chunks_[0]->cfg.d_model));
   for (size_t i = 0; i < actions_.size(); i++) {
     const Action& a = actions_[i];
     const bool compute = a.peer < 0;
@@ -102,7 +104,7 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
         break;
       case Op::forward: {
         Live& l = live(a.mb, a.chunk, MB, T);
-        wait_recv(l);
+        wait_recv(l.recv_act);
         if (m.range.embedding || m.range.head) src(a.mb, tok_.data(), tgt_.data());
         loss += m.forward_slot(l.slot, tok_.data(), tgt_.data());
         break;
@@ -115,7 +117,7 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
       case Op::backward:
       case Op::backward_input: {
         Live& l = live_.at({a.mb, a.chunk});
-        wait_recv(l);
+        wait_recv(l.recv_grad);
         // A B whose own W is the very next action (nothing to send in between) runs fused: splitting it would
         // only cost the W pass its cache (zb-h1's stage 0 defers nothing).
         const bool fuse = a.op == Op::backward_input && i + 1 < actions_.size() &&
@@ -158,6 +160,7 @@ double PipelineExecutor::eval_step(const MicroBatchSource& src, int M, int MB, i
   tok_.resize(N);
   tgt_.resize(N);
   double loss = 0;
+  tr_.begin_step(false, N * size_t(chunks_[0]->cfg.d_model));
   for (int mb = 0; mb < M; mb++)
     for (int c = 0; c < spec_.v; c++) {
       Model& m = *chunks_[c];
@@ -165,8 +168,8 @@ double PipelineExecutor::eval_step(const MicroBatchSource& src, int M, int MB, i
       Live& l = live(mb, c, MB, T);
       if (vs > 0) {
         m.backend().written(m.input(l.slot), size_t(N) * m.cfg.d_model * sizeof(float));
-        l.recv = tr_.irecv(m.input(l.slot), N * m.cfg.d_model, (vs - 1) % spec_.P, tag(mb, vs, false));
-        wait_recv(l);
+        l.recv_act = tr_.irecv(m.input(l.slot), N * m.cfg.d_model, (vs - 1) % spec_.P, tag(mb, vs, false));
+        wait_recv(l.recv_act);
       }
       if (m.range.embedding || m.range.head) src(mb, tok_.data(), tgt_.data());
       loss += m.forward_slot(l.slot, tok_.data(), tgt_.data());

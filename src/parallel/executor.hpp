@@ -38,13 +38,15 @@ class PipelineExecutor {
  private:
   struct Live {
     int slot = -1;
-    int recv = -1;           // pending receive handle
+    int recv_act = -1;       // pending receive of the chunk's input activation
+    int recv_grad = -1;      // pending receive of its output gradient (both at once where M = 1: the
+                             // look-ahead posts the gradient's before the forward waits for the input)
     std::vector<int> sends;  // send handles reading the slot's buffers
   };
   using Key = std::pair<int, int>;  // (micro-batch, chunk)
   Live& live(int mb, int c, int MB, int T);
   void post_recv(const Action& a, int MB, int T);
-  void wait_recv(Live& l);
+  void wait_recv(int& handle);
   void retire(const Key& k);        // the slot is released once its sends complete
   void reap(bool block);            // releases retired slots whose sends are done
   int tag(int mb, int vs, bool grad) const { return (mb * nvs_ + vs) * 2 + (grad ? 1 : 0); }

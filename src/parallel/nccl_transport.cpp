@@ -1,6 +1,7 @@
 // nccl_transport.cpp: the NCCL transport (see nccl_transport.hpp).
 #include "parallel/nccl_transport.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <set>
@@ -39,10 +40,51 @@ std::string edge_text(const NcclTransport::Edge& e) {
 
 }  // namespace
 
-NcclTransport::NcclTransport(MPI_Comm pipeline, const std::vector<Action>& actions, cudaStream_t compute,
-                             double timeout_s)
+NcclTransport::NcclTransport(MPI_Comm pipeline, const ScheduleSpec& spec, cudaStream_t compute, double timeout_s)
     : comm_(pipeline), compute_(compute), timeout_s_(timeout_s) {
   STRATA_MPI(MPI_Comm_rank(comm_, &rank_));
+  const std::vector<std::vector<Action>> lists = schedule_build_all(spec);
+  const std::vector<Action>& actions = lists.at(size_t(rank_));
+  // The global order of a training step's messages: when the simulation sends each (any cost model in which
+  // transfers take time works; this one is the schedules' usual), ties broken alike on every rank.
+  CostModel cost;
+  cost.comm = 0.5;
+  const Simulation sim = schedule_simulate(spec, lists, cost);
+  STRATA_CHECK(sim.completed, "NCCL transport: the schedule's simulation does not complete: ", sim.error);
+  struct Key {
+    double t;
+    int from, to, grad, index;
+    size_t at;
+    bool operator<(const Key& o) const {
+      return std::tie(t, from, to, grad, index) < std::tie(o.t, o.from, o.to, o.grad, o.index);
+    }
+  };
+  std::vector<Key> keys;
+  std::map<Edge, int> count;
+  for (const Action& a : actions) {
+    const bool send = a.op == Op::send_act || a.op == Op::send_grad;
+    if (!send && a.op != Op::recv_act && a.op != Op::recv_grad) continue;
+    const bool grad = a.op == Op::send_grad || a.op == Op::recv_grad;
+    const int vs = a.chunk * spec.P + rank_;
+    const int dest = send ? (grad ? vs - 1 : vs + 1) : vs;
+    Transfer t;
+    t.edge = send ? Edge{grad, rank_, a.peer} : Edge{grad, a.peer, rank_};
+    t.index = count[t.edge]++;
+    t.send = send;
+    const auto at = sim.sent_at.find({int(grad), a.mb, dest});
+    STRATA_CHECK(at != sim.sent_at.end(), "NCCL transport: rank ", rank_, ": no send time for ", edge_text(t.edge));
+    keys.push_back({at->second, std::get<1>(t.edge), std::get<2>(t.edge), int(grad), t.index, order_.size()});
+    order_.push_back(t);
+  }
+  std::sort(keys.begin(), keys.end());
+  std::vector<Transfer> sorted;
+  for (const Key& k : keys) {
+    place_[{order_[k.at].edge, order_[k.at].index}] = sorted.size();
+    sorted.push_back(order_[k.at]);
+  }
+  order_ = std::move(sorted);
+  cuda_ok(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking), "cudaStreamCreate");
+  cuda_ok(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   std::set<Edge> edges;  // ordered: the same global order on every rank
   for (const Action& a : actions) {
     if (a.op == Op::send_act) edges.insert({false, rank_, a.peer});
@@ -62,7 +104,6 @@ NcclTransport::NcclTransport(MPI_Comm pipeline, const std::vector<Action>& actio
     }
     Channel c;
     nccl_ok(ncclCommInitRank(&c.comm, 2, id, from == rank_ ? 0 : 1), ("ncclCommInitRank for " + edge_text(e)).c_str());
-    cuda_ok(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "cudaStreamCreate");
     channels_[e] = c;
   }
 }
@@ -73,13 +114,101 @@ NcclTransport::~NcclTransport() {
   // communicators; main() must reach MPI_Abort, which ends the process (the driver reclaims the rest).
   if (std::uncaught_exceptions() > 0) return;
   for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
+  for (Transfer& t : order_) {
+    if (t.ready) cudaEventDestroy(t.ready);
+    if (t.arrived) cudaEventDestroy(t.arrived);
+  }
   for (auto& [e, c] : channels_) {
     if (aborted_)
       ncclCommAbort(c.comm);
     else
       ncclCommDestroy(c.comm);
-    cudaStreamDestroy(c.stream);
   }
+  cudaStreamDestroy(stream_);
+  cudaStreamDestroy(copy_);
+}
+
+void NcclTransport::begin_step(bool train, size_t n) {
+  STRATA_CHECK(events_.empty(), "NCCL transport: rank ", rank_, ": a step begins before the last one finished");
+  ordered_ = train;
+  n_ = n;
+}
+
+// Issues order_[next_ …] as far as it goes: a posted transfer; a receive not yet posted, while a posted transfer
+// waits behind it (into a staging buffer); it stops at a send not yet posted (its data is not computed yet).
+void NcclTransport::issue_ready() {
+  while (next_ < order_.size()) {
+    Transfer& t = order_[next_];
+    if (!t.posted && (t.send || waiting_ == 0)) break;
+    issue(t);
+    next_++;
+  }
+}
+
+void NcclTransport::issue(Transfer& t) {
+  Channel& c = channel(t.edge);
+  const int peer_in_edge = t.send ? 1 : 0;  // the sender is rank 0 of the edge's communicator
+  if (t.posted) {
+    cuda_ok(cudaStreamWaitEvent(stream_, t.ready, 0), "cudaStreamWaitEvent");
+    cudaEventDestroy(t.ready);  // released once recorded work completes
+    t.ready = nullptr;
+    waiting_--;
+    if (t.send)
+      nccl_ok(ncclSend(t.buf, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclSend on " + edge_text(t.edge)).c_str());
+    else
+      nccl_ok(ncclRecv(t.buf, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(t.edge)).c_str());
+    cuda_ok(cudaEventRecord(events_.at(size_t(t.handle)), stream_), "cudaEventRecord");
+  } else {  // a receive ahead of its post
+    void* p = nullptr;
+    cuda_ok(cudaMallocAsync(&p, n_ * sizeof(float), stream_), "cudaMallocAsync (NCCL staging buffer)");
+    t.staging = static_cast<float*>(p);
+    nccl_ok(ncclRecv(t.staging, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(t.edge)).c_str());
+    cuda_ok(cudaEventCreateWithFlags(&t.arrived, cudaEventDisableTiming), "cudaEventCreate");
+    cuda_ok(cudaEventRecord(t.arrived, stream_), "cudaEventRecord");
+  }
+  t.issued = true;
+}
+
+Transport::Handle NcclTransport::post_ordered(const Edge& e, float* buf, size_t n, bool send) {
+  STRATA_CHECK(n == n_, "NCCL transport: rank ", rank_, ": ", edge_text(e), " message of ", n, " floats, the step's are ", n_);
+  const int index = posted_[e]++;
+  const auto it = place_.find({e, index});
+  STRATA_CHECK(it != place_.end(), "NCCL transport: rank ", rank_, ": ", edge_text(e), " message ", index,
+               " is not in the schedule");
+  Transfer& t = order_[it->second];
+  STRATA_CHECK(t.send == send, "NCCL transport: rank ", rank_, ": ", edge_text(e), " posted the wrong way");
+  cudaEvent_t done;
+  cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+  events_.push_back(done);
+  handle_transfer_.push_back(long(it->second));
+  t.handle = Handle(events_.size() - 1);
+  t.buf = buf;
+  t.posted = true;
+  // The compute stream's work so far: the data is written, or the buffer is free to overwrite.
+  cudaEvent_t ready;
+  cuda_ok(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
+  cuda_ok(cudaEventRecord(ready, compute_), "cudaEventRecord");
+  if (t.issued) {  // received into staging already: copy it over once it has arrived and the buffer is free
+    cuda_ok(cudaStreamWaitEvent(copy_, ready, 0), "cudaStreamWaitEvent");
+    cuda_ok(cudaStreamWaitEvent(copy_, t.arrived, 0), "cudaStreamWaitEvent");
+    cudaEventDestroy(ready);
+    cudaEventDestroy(t.arrived);
+    t.arrived = nullptr;
+    cuda_ok(cudaMemcpyAsync(buf, t.staging, n * sizeof(float), cudaMemcpyDeviceToDevice, copy_), "cudaMemcpyAsync");
+    cuda_ok(cudaFreeAsync(t.staging, copy_), "cudaFreeAsync");
+    t.staging = nullptr;
+    cuda_ok(cudaEventRecord(done, copy_), "cudaEventRecord");
+  } else {
+    t.ready = ready;
+    waiting_++;
+    issue_ready();
+  }
+  return t.handle;
+}
+
+bool NcclTransport::issued(Handle h) {
+  const long at = handle_transfer_.at(size_t(h));
+  return at < 0 || order_[size_t(at)].issued;
 }
 
 NcclTransport::Channel& NcclTransport::channel(const Edge& e) {
@@ -95,31 +224,41 @@ Transport::Handle NcclTransport::post(const Edge& e, float* buf, size_t n, bool 
   cudaEvent_t ready;
   cuda_ok(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
   cuda_ok(cudaEventRecord(ready, compute_), "cudaEventRecord");
-  cuda_ok(cudaStreamWaitEvent(c.stream, ready, 0), "cudaStreamWaitEvent");
+  cuda_ok(cudaStreamWaitEvent(stream_, ready, 0), "cudaStreamWaitEvent");
   cudaEventDestroy(ready);  // released once recorded work completes
   const int peer_in_edge = send ? 1 : 0;  // the sender is rank 0 of the edge's communicator
   if (send)
-    nccl_ok(ncclSend(buf, n, ncclFloat32, peer_in_edge, c.comm, c.stream), ("ncclSend on " + edge_text(e)).c_str());
+    nccl_ok(ncclSend(buf, n, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclSend on " + edge_text(e)).c_str());
   else
-    nccl_ok(ncclRecv(buf, n, ncclFloat32, peer_in_edge, c.comm, c.stream), ("ncclRecv on " + edge_text(e)).c_str());
+    nccl_ok(ncclRecv(buf, n, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(e)).c_str());
   cudaEvent_t done;
   cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
-  cuda_ok(cudaEventRecord(done, c.stream), "cudaEventRecord");
+  cuda_ok(cudaEventRecord(done, stream_), "cudaEventRecord");
   events_.push_back(done);
+  handle_transfer_.push_back(-1);
   return Handle(events_.size() - 1);
 }
 
 Transport::Handle NcclTransport::isend(const float* buf, size_t n, int peer, int tag) {
-  return post({(tag & 1) != 0, rank_, peer}, const_cast<float*>(buf), n, true);
+  const Edge e{(tag & 1) != 0, rank_, peer};
+  return ordered_ ? post_ordered(e, const_cast<float*>(buf), n, true) : post(e, const_cast<float*>(buf), n, true);
 }
 
 Transport::Handle NcclTransport::irecv(float* buf, size_t n, int peer, int tag) {
-  return post({(tag & 1) != 0, peer, rank_}, buf, n, false);
+  const Edge e{(tag & 1) != 0, peer, rank_};
+  return ordered_ ? post_ordered(e, buf, n, false) : post(e, buf, n, false);
 }
 
-void NcclTransport::wait(Handle h) { cuda_ok(cudaStreamWaitEvent(compute_, events_.at(h), 0), "cudaStreamWaitEvent"); }
+void NcclTransport::wait(Handle h) {
+  // Its turn has come: everything before it is a send the executor posted before it waits here (a compute action
+  // waits only for messages sent earlier than what it sends) or a receive, which can be staged.
+  STRATA_CHECK(issued(h), "NCCL transport: rank ", rank_, ": waits for a transfer whose turn in the global order has not "
+               "come (a send before it is not posted: the executor and the schedule disagree)");
+  cuda_ok(cudaStreamWaitEvent(compute_, events_.at(h), 0), "cudaStreamWaitEvent");
+}
 
 bool NcclTransport::test(Handle h) {
+  if (!issued(h)) return false;
   cudaError_t e = cudaEventQuery(events_.at(h));
   if (e == cudaErrorNotReady) {
     (void)cudaGetLastError();  // not an error: clear it, or the next kernel launch's check would report it
@@ -144,16 +283,36 @@ void NcclTransport::check_async() {
 void NcclTransport::progress() { check_async(); }
 
 void NcclTransport::finish() {
+  if (ordered_) {
+    issue_ready();
+    for (const Transfer& t : order_)
+      STRATA_CHECK(t.posted, "NCCL transport: rank ", rank_, ": the step ended without ", t.send ? "sending" : "receiving",
+                   " message ", t.index, " of ", edge_text(t.edge));
+  }
   const auto t0 = std::chrono::steady_clock::now();
-  for (auto& [e, c] : channels_) {
-    if (!wait_stream(c.stream, t0, timeout_s_, [this] { check_async(); })) {
-      aborted_ = true;
-      fail("NCCL transport: rank ", rank_, ": ", edge_text(e), " has not completed in ", timeout_s_,
-           " s (a peer stopped?)");
-    }
+  if (!wait_stream(stream_, t0, timeout_s_, [this] { check_async(); })) {
+    aborted_ = true;
+    std::string open;  // the first transfer not complete, for the message
+    for (const Transfer& t : order_)
+      if (t.handle >= 0 && cudaEventQuery(events_.at(size_t(t.handle))) != cudaSuccess) {
+        open = str(" (", t.send ? "sending" : "receiving", " message ", t.index, " of ", edge_text(t.edge), ")");
+        break;
+      }
+    (void)cudaGetLastError();
+    fail("NCCL transport: rank ", rank_, ": transfers have not completed in ", timeout_s_, " s", open,
+         ": a peer stopped?");
+  }
+  if (!wait_stream(copy_, t0, timeout_s_, [this] { check_async(); })) {
+    aborted_ = true;
+    fail("NCCL transport: rank ", rank_, ": the staged receives' copies have not completed in ", timeout_s_, " s");
   }
   for (cudaEvent_t ev : events_) cudaEventDestroy(ev);
   events_.clear();
+  handle_transfer_.clear();
+  for (Transfer& t : order_) t.posted = t.issued = false, t.buf = nullptr, t.handle = -1;
+  posted_.clear();
+  next_ = waiting_ = 0;
+  ordered_ = false;
 }
 
 NcclAllreduce::NcclAllreduce(MPI_Comm comm, cudaStream_t stream, double timeout_s)

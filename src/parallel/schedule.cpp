@@ -214,6 +214,7 @@ Simulation schedule_simulate(const ScheduleSpec& s, const std::vector<std::vecto
             break;
           }
           msgs[key] = clock[p] + cost.comm;
+          sim.sent_at[key] = clock[p];
         } else if (a.op == Op::recv_act || a.op == Op::recv_grad) {
           const bool g = a.op == Op::recv_grad;
           auto it = msgs.find(std::make_tuple(int(g), a.mb, vs));

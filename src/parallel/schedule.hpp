@@ -3,7 +3,9 @@
 // cost model to check that every send has its receive, that no ordering deadlocks, the activations held, and
 // the bubble. No MPI here: the executor (executor.hpp) runs the same lists over a transport.
 #pragma once
+#include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace strata {
@@ -58,6 +60,9 @@ struct Simulation {
     Action a;
   };
   std::vector<std::vector<Slot>> timeline;
+  // When each message was sent (the sender's clock at its send action), keyed (is gradient, micro-batch,
+  // destination virtual stage): the NCCL transport orders its operations by it.
+  std::map<std::tuple<int, int, int>, double> sent_at;
   double bubble_time() const;      // Σ over stages (makespan − busy) / P: idle time of one stage on average
   double bubble_fraction() const;  // bubble_time / makespan
 };

@@ -19,6 +19,12 @@ class Transport {
   virtual bool test(Handle h) = 0;  // true once complete (never blocks)
   virtual void progress() = 0;  // lets outstanding transfers advance (called between actions)
   virtual void finish() = 0;    // waits for everything outstanding; handles from before are void
+  // Called before a step's transfers: a training step (the schedule's actions) or an evaluation step (forward
+  // only), every message n floats. The NCCL transport orders a training step's operations by it.
+  virtual void begin_step(bool train, size_t n) {
+    (void)train;
+    (void)n;
+  }
 };
 
 // Over one pipeline communicator; peers are ranks in it (= stages).

@@ -460,7 +460,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   if (gpu && pc.transport == "nccl") {
     STRATA_CHECK(gpu_runtime().make_nccl_transport, cfg.source,
                  ": key parallel.transport = \"nccl\": this strata was built without NCCL");
-    staged_or_nccl = gpu_runtime().make_nccl_transport(topo.pipe, schedule_build(spec, topo.stage), gpu->stream());
+    staged_or_nccl = gpu_runtime().make_nccl_transport(topo.pipe, spec, gpu->stream());
   } else if (!be->host_memory()) {
     staged_or_nccl = std::make_unique<StagedTransport>(mpi_transport, *be);
   }

@@ -2,7 +2,9 @@
 // schedule (gpipe, 1f1b, interleaved, zb-h1; several micro-batch counts) in each stage's action order: every
 // message must arrive whole, with the contents its sender wrote (order-matching by edge is exact), and no
 // ordering may hang. Started without MPI it checks for two CUDA devices (exit 77 = skipped, with the reason)
-// and starts itself under mpirun -np 2.
+// and starts itself under mpirun -np 2. Built against the CUDA emulator as test_nccl_transport_emu (two emulated
+// GPUs, the emulated NCCL), and run there again with STRATA_EMU_NCCL_SERIAL=1, where no two NCCL operations of a
+// rank progress at once: the transport's one global order must still complete every schedule.
 #include <mpi.h>
 #include <sys/wait.h>
 
@@ -32,7 +34,8 @@ int run(int rank) {
     for (int M : {2, 4, 8}) {
       const ScheduleSpec spec{kind, 2, M, kind == ScheduleKind::interleaved ? 2 : 1};
       const auto actions = schedule_build(spec, rank);
-      NcclTransport tr(MPI_COMM_WORLD, actions, compute, 120);
+      NcclTransport tr(MPI_COMM_WORLD, spec, compute, 120);
+      tr.begin_step(true, n);
       struct Recv {
         Array<float> buf;
         int mb, vs;

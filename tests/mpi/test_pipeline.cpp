@@ -94,6 +94,25 @@ BOOST_DATA_TEST_CASE(every_layout_and_schedule_matches_one_process, bdata::make(
   expect_same(dir, cfg, "uneven_P4", 4, 1, "1f1b", " --set parallel.partition=[20,28,30,18]", ref_loss, ref_w, m);
 }
 
+// One micro-batch per step (M = 1): the first stage's look-ahead posts the gradient's receive before its forward
+// waits for nothing, and a middle stage has both receives of one micro-batch pending at once. It hung before each
+// got a handle of its own.
+BOOST_AUTO_TEST_CASE(one_micro_batch_per_step) {
+  const std::string dir = test::fresh_dir("pipeline_m1");
+  test::write_text_shards(dir);
+  const std::string cfg = config(dir, "pre");
+  const std::string m1 = " --set train.batch_size=1";
+  auto r = test::run("timeout 120 " + kBin + " train --config " + cfg + m1 + " --set checkpoint.dir=" + dir + "/single");
+  BOOST_TEST_REQUIRE(r.code == 0, r.out);
+  ModelConfig m;
+  m.layers = 96, m.d_model = 32, m.heads = 4, m.d_ffn = 64, m.seq_len = 16, m.norm = "pre";
+  const auto ref_loss = losses(dir + "/single/metrics.jsonl");
+  BOOST_TEST_REQUIRE(ref_loss.size() == 10u);
+  const auto ref_w = weights(dir + "/single/step-00000010.h5", m);
+  for (auto [P, s] : std::vector<std::pair<int, std::string>>{{2, "1f1b"}, {4, "1f1b"}, {3, "gpipe"}, {4, "zb-h1"}})
+    expect_same(dir, cfg, s + "_P" + std::to_string(P) + "_M1", P, 1, s, m1, ref_loss, ref_w, m);
+}
+
 // STRATA_TEST_SEPARATE_MEMORY=1 keeps every model buffer apart from the host vectors, as on a GPU: parameters
 // pushed after init and resume and pulled for checkpoints, moments likewise, the float64 gradient sums through
 // the host between replicas, transfers staged through host memory (StagedTransport), statistics and the

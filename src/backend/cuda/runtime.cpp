@@ -16,8 +16,8 @@ namespace strata {
 namespace {
 
 #if STRATA_HAVE_NCCL
-std::unique_ptr<Transport> make_nccl_transport(MPI_Comm pipe, const std::vector<Action>& actions, void* stream) {
-  return std::make_unique<NcclTransport>(pipe, actions, static_cast<cudaStream_t>(stream));
+std::unique_ptr<Transport> make_nccl_transport(MPI_Comm pipe, const ScheduleSpec& spec, void* stream) {
+  return std::make_unique<NcclTransport>(pipe, spec, static_cast<cudaStream_t>(stream));
 }
 std::function<void(double*, size_t)> make_nccl_allreduce(MPI_Comm comm, void* stream) {
   auto ar = std::make_shared<NcclAllreduce>(comm, static_cast<cudaStream_t>(stream));

@@ -539,9 +539,19 @@ cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind k) {
   emu::settle(nullptr);
   return record(copy(d, s, n, k));
 }
+// A device-to-device copy behind queued work is queued too (it touches no host memory); any other copy waits.
 cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind k, cudaStream_t st) {
-  emu::settle(st);
-  return record(copy(d, s, n, k));
+  emu::Stream& stream = emu::stream_of(st);
+  const bool d2d = n && emu::is_device_pointer(d) && emu::is_device_pointer(s) &&
+                   (k == cudaMemcpyDeviceToDevice || k == cudaMemcpyDefault);
+  if (!d2d || stream.idle()) {
+    emu::settle(st);
+    return record(copy(d, s, n, k));
+  }
+  if (!emu::is_device_pointer(static_cast<char*>(d) + n - 1) || !emu::is_device_pointer(static_cast<const char*>(s) + n - 1))
+    return record(cudaErrorInvalidValue);
+  stream.push([d, s, n] { std::memmove(d, s, n); });
+  return cudaSuccess;
 }
 namespace {
 cudaError_t set_bytes(void* p, int v, size_t n) {

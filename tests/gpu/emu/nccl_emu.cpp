@@ -12,10 +12,11 @@
 //     STRATA_EMU_NCCL_TIMEOUT_S seconds (default 120) where NCCL would hang.
 //   - ncclSend, ncclRecv and ncclAllReduce are queued on their stream (streams.hpp) and match by order per
 //     (communicator, sender, receiver), as NCCL's do. A communicator's operations run one after another in the
-//     order posted, whatever their streams; STRATA_EMU_NCCL_SERIAL=1 runs all the process's operations so (no
-//     two progress together: NCCL does not promise they do). A send completes only when its receiver has taken
-//     the data (rendezvous: NCCL needs the receiver for any message larger than its buffers), so an ordering that
-//     relies on sends finishing alone hangs here as it may on a GPU.
+//     order posted, whatever their streams; with STRATA_EMU_NCCL_SERIAL=1 no two operations of the process run
+//     at once (NCCL does not promise they progress together): whichever may start first runs to completion.
+//     A send completes only when its receiver has taken the data (rendezvous: NCCL needs the receiver for any
+//     message larger than its buffers), so an ordering that relies on sends finishing alone hangs here as it may
+//     on a GPU.
 //   - A receive whose size or type differs from what was sent (the send completes), a send buffer changed or
 //     freed before its send completed (NCCL reads it while the transfer runs), a receive buffer freed, or a
 //     peer process that is gone sets the communicator's asynchronous error (ncclInvalidUsage, ncclRemoteError)
@@ -37,6 +38,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -195,11 +197,10 @@ ncclResult_t usage(const char* call, const char* why) {
 }
 
 // Queues op on stream s, counted as pending on c until it returns.
-// Process-wide order (STRATA_EMU_NCCL_SERIAL=1): every operation of the process, on any communicator, runs after
-// the one posted before it, the strictest reading of NCCL's "no guarantee that two operations progress
-// concurrently".
-std::atomic<unsigned long long> process_served{0};
-unsigned long long process_tickets = 0;
+// One operation at a time (STRATA_EMU_NCCL_SERIAL=1): an operation whose stream and communicator let it start
+// runs only when no other operation of the process is running, whichever got there first, and holds the others
+// off until it completes: NCCL's "no guarantee that two operations progress concurrently", read strictly.
+std::mutex serial_mu;
 bool serial() {
   const char* e = std::getenv("STRATA_EMU_NCCL_SERIAL");
   return e && std::strcmp(e, "1") == 0;
@@ -211,13 +212,15 @@ template <class Op>
 void post(ncclComm* c, cudaStream_t s, Op op) {
   c->pending++;
   const unsigned long long mine = c->tickets++;
-  const long long global = serial() ? (long long)process_tickets++ : -1;
-  emu::enqueue(s, [c, op, mine, global]() mutable {
-    while (!c->aborted.load() && (c->served.load() != mine || (global >= 0 && process_served.load() != (unsigned long long)global)))
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    if (!c->aborted.load()) op();
+  const bool one_at_a_time = serial();
+  emu::enqueue(s, [c, op, mine, one_at_a_time]() mutable {
+    while (!c->aborted.load() && c->served.load() != mine) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    {
+      std::unique_lock<std::mutex> l(serial_mu, std::defer_lock);
+      if (one_at_a_time) l.lock();
+      if (!c->aborted.load()) op();
+    }
     c->served++;
-    if (global >= 0) process_served++;
     c->pending--;
   });
 }
@@ -332,17 +335,13 @@ ncclResult_t ncclCommInitRank(ncclComm_t* out, int nranks, ncclUniqueId id, int 
     if (n != nranks) {
       std::fprintf(stderr, "nccl emulator: ncclCommInitRank: rank %d of %s says nranks = %d, rank %d says %d\n", rank,
                    dir.c_str(), nranks, r, n);
-      std::remove(mine.c_str());
-      rmdir(dir.c_str());
-      delete c;
+      delete c;  // its rank file stays: the other rank must find the mismatch too
       return ncclInvalidUsage;
     }
     if (r != rank && dev == device && std::strcmp(their_host, host) == 0) {  // as NCCL's "Duplicate GPU detected"
       std::fprintf(stderr, "nccl emulator: ncclCommInitRank: rank %d of %s: rank %d is on the same GPU (device %d "
                    "of %s)\n", rank, dir.c_str(), r, dev, host);
-      std::remove(mine.c_str());
-      rmdir(dir.c_str());
-      delete c;
+      delete c;  // its rank file stays: the other rank must find the duplicate too
       return ncclInvalidUsage;
     }
     c->pids[size_t(r)] = pid_t(pid);

@@ -8,8 +8,8 @@
 // cudaErrorNotReady while a transfer is outstanding, as they do on a GPU, and a stream whose transfer never
 // completes keeps its later work (and the events behind it) waiting. Kernels, copies and memsets on the legacy
 // default stream (0) wait for every blocking stream (not those created cudaStreamNonBlocking), as CUDA's do;
-// cudaEventRecord and cudaStreamQuery on stream 0 look at its own queue only. cudaFreeAsync and cudaStreamDestroy
-// behind queued work are queued too, not waited for. What cannot be shown: the order between a kernel and a
+// cudaEventRecord and cudaStreamQuery on stream 0 look at its own queue only. cudaFreeAsync, device-to-device
+// cudaMemcpyAsync and cudaStreamDestroy behind queued work are queued too, not waited for. What cannot be shown: the order between a kernel and a
 // transfer that follows it (the kernel has run when its launch returns), so a missing event between them passes.
 #pragma once
 #include <cuda_runtime_api.h>

@@ -12,7 +12,8 @@
 //   8. cuBLAS: cublasSgemm in every transposition with padded leading dimensions, cublasGemmEx on bf16,
 //      TF32 math, operands outside device memory;
 //   9. queued stream work (streams.hpp): cudaStreamQuery/cudaEventQuery not ready behind it, cudaStreamWaitEvent
-//      holding a later kernel, a queued cudaFreeAsync, the legacy default stream waiting for a blocking stream;
+//      holding a later kernel, a queued cudaFreeAsync (twice refused) and device-to-device cudaMemcpyAsync, the
+//      legacy default stream waiting for a blocking stream;
 //  10. the NCCL emulation between forked processes: send/recv matched by order, float64 allreduce with the
 //      same bits on every rank, and the errors (size mismatch, a peer gone, init claims and timeouts).
 #define BOOST_TEST_DYN_LINK
@@ -569,6 +570,12 @@ BOOST_AUTO_TEST_CASE(queued_work_keeps_stream_order) {
   BOOST_REQUIRE(cudaMalloc(reinterpret_cast<void**>(&z), 64) == cudaSuccess);
   BOOST_TEST(cudaFreeAsync(z, a) == cudaSuccess);
   BOOST_TEST(emu::is_device_pointer(z));
+  BOOST_TEST(cudaFreeAsync(z, a) == cudaErrorInvalidValue);  // twice
+  cudaGetLastError();
+  // So is a device-to-device copy: it returns at once and copies what a's work wrote before it.
+  float* w = nullptr;
+  BOOST_REQUIRE(cudaMalloc(reinterpret_cast<void**>(&w), n * sizeof(float)) == cudaSuccess);
+  BOOST_TEST(cudaMemcpyAsync(w, x, n * sizeof(float), cudaMemcpyDeviceToDevice, a) == cudaSuccess);
   // The copy on b runs only after a's work: release it from another thread while the launch waits.
   std::thread release([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -585,6 +592,11 @@ BOOST_AUTO_TEST_CASE(queued_work_keeps_stream_order) {
   int wrong = 0;
   for (int i = 0; i < n; i++) wrong += h[size_t(i)] != float(i) + 0.5f;
   BOOST_TEST(wrong == 0);
+  BOOST_TEST(cudaMemcpy(h.data(), w, n * sizeof(float), cudaMemcpyDeviceToHost) == cudaSuccess);
+  wrong = 0;
+  for (int i = 0; i < n; i++) wrong += h[size_t(i)] != float(i) + 0.5f;
+  BOOST_TEST(wrong == 0);
+  cudaFree(w);
 
   // The legacy default stream waits for a blocking stream's queued work.
   cudaStream_t c;

@@ -12,9 +12,10 @@
 # table must count one forward, one input-gradient and one weight-gradient GEMM per matmul per micro-batch.
 # bf16 with the register-resident mma.sync attention (train.attention_kernel = "mma") within 2% of fp32, and close to
 # the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
-# The NCCL transport on two emulated GPUs (STRATA_EMU_DEVICES=2, one per rank; tests/gpu/emu/nccl_emu.cpp): 2 stages
-# and 2 data-parallel replicas (ncclAllReduce) give the same losses as the MPI transport, bit for bit; 2 stages
-# interleaved within 1e-4 of the CPU; two ranks on one emulated GPU are refused with the NCCL transport.
+# The NCCL transport on two emulated GPUs (STRATA_EMU_DEVICES=2, one per rank; tests/gpu/emu/nccl_emu.cpp), with
+# every process's NCCL operations run one at a time: 2 stages and 2 data-parallel replicas (ncclAllReduce) give the
+# same losses as the MPI transport, bit for bit; 2 stages interleaved (with evaluation) and zb-h1 within 1e-4 of
+# the CPU; two ranks on one emulated GPU are refused with the NCCL transport.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -42,8 +43,8 @@ run() {  # NAME ARGS...
   fi
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
-for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i dp2mpi \
-  dp2nccl nccl1gpu; do cp -r "$WORK/start" "$WORK/$r"; done
+for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i nccl2zb \
+  dp2mpi dp2nccl nccl1gpu; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -60,12 +61,18 @@ run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set t
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2 \
   --set train.bf16_activations=false
 run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1
-TWO_GPUS="mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=2 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_COUNTS=1"
+# Two emulated GPUs; NCCL running one operation at a time per process (STRATA_EMU_NCCL_SERIAL=1), the strictest
+# reading of what NCCL promises, which the transport's global order must survive.
+TWO_GPUS="mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=2 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_COUNTS=1
+  -x STRATA_EMU_NCCL_SERIAL=1"
 run dp2mpi $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=mpi
 if [ "$NCCL" = 1 ]; then
 run nccl2 $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 --set parallel.transport=nccl
 run nccl2i $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
-  --set parallel.transport=nccl --set parallel.schedule=interleaved --set parallel.virtual_stages=2
+  --set parallel.transport=nccl --set parallel.schedule=interleaved --set parallel.virtual_stages=2 \
+  --set train.eval_batches=2 --set train.eval_interval=2
+run nccl2zb $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
+  --set parallel.transport=nccl --set parallel.schedule=zb-h1
 run dp2nccl $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=nccl
 # The NCCL runs did go through NCCL (the emulator's counts at exit, per rank): 4 steps × 8 micro-batches, one
 # activation out of stage 0 and one gradient back each; at least an allreduce per step on replicas; the MPI runs
@@ -117,7 +124,9 @@ cmp "2 stages on one emulated GPU, MPI transport, vs CPU" "$WORK/cpu/metrics.jso
 if [ "$NCCL" = 1 ]; then
   cmp "2 stages on two emulated GPUs, NCCL transport, vs MPI transport" "$WORK/mpi2/metrics.jsonl" \
     "$WORK/nccl2/metrics.jsonl" 0
-  cmp "2 stages interleaved (v = 2), NCCL transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/nccl2i/metrics.jsonl" 1e-4
+  cmp "2 stages interleaved (v = 2), NCCL transport, evaluating every 2 steps, vs CPU" "$WORK/cpu/metrics.jsonl" \
+    "$WORK/nccl2i/metrics.jsonl" 1e-4
+  cmp "2 stages zb-h1, NCCL transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/nccl2zb/metrics.jsonl" 1e-4
   cmp "2 replicas on two emulated GPUs, ncclAllReduce vs MPI sums" "$WORK/dp2mpi/metrics.jsonl" \
     "$WORK/dp2nccl/metrics.jsonl" 0
 fi
