@@ -14,8 +14,9 @@
 # the WMMA kernels' losses (the same rounding points, other summation orders: within 1e-3).
 # The NCCL transport on two emulated GPUs (STRATA_EMU_DEVICES=2, one per rank; tests/gpu/emu/nccl_emu.cpp), with
 # every process's NCCL operations run one at a time: 2 stages and 2 data-parallel replicas (ncclAllReduce) give the
-# same losses as the MPI transport, bit for bit; 2 stages interleaved (with evaluation) and zb-h1 within 1e-4 of
-# the CPU; two ranks on one emulated GPU are refused with the NCCL transport.
+# same losses as the MPI transport, bit for bit, and so do 2 stages x 2 replicas on four emulated GPUs; 2 stages
+# interleaved (with evaluation) and zb-h1 within 1e-4 of the CPU; two ranks on one emulated GPU are refused with
+# the NCCL transport.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -44,7 +45,7 @@ run() {  # NAME ARGS...
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
 for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i nccl2zb \
-  dp2mpi dp2nccl nccl1gpu; do cp -r "$WORK/start" "$WORK/$r"; done
+  dp2mpi dp2nccl nccl1gpu grid2x2mpi grid2x2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -66,6 +67,9 @@ run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set
 TWO_GPUS="mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=2 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_COUNTS=1
   -x STRATA_EMU_NCCL_SERIAL=1"
 run dp2mpi $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=mpi
+FOUR_GPUS="mpirun -np 4 --bind-to none -x STRATA_EMU_DEVICES=4 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_NCCL_SERIAL=1"
+GRID="--set train.device=cuda --set parallel.pipeline=2 --set parallel.data=2"
+run grid2x2mpi $FOUR_GPUS "$BIN" train $COMMON $R $GRID --set parallel.transport=mpi
 if [ "$NCCL" = 1 ]; then
 run nccl2 $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 --set parallel.transport=nccl
 run nccl2i $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
@@ -74,6 +78,7 @@ run nccl2i $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set paral
 run nccl2zb $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=nccl --set parallel.schedule=zb-h1
 run dp2nccl $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=nccl
+run grid2x2nccl $FOUR_GPUS "$BIN" train $COMMON $R $GRID --set parallel.transport=nccl
 # The NCCL runs did go through NCCL (the emulator's counts at exit, per rank): 4 steps × 8 micro-batches, one
 # activation out of stage 0 and one gradient back each; at least an allreduce per step on replicas; the MPI runs
 # posted no NCCL operation.
@@ -129,8 +134,11 @@ if [ "$NCCL" = 1 ]; then
   cmp "2 stages zb-h1, NCCL transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/nccl2zb/metrics.jsonl" 1e-4
   cmp "2 replicas on two emulated GPUs, ncclAllReduce vs MPI sums" "$WORK/dp2mpi/metrics.jsonl" \
     "$WORK/dp2nccl/metrics.jsonl" 0
+  cmp "2 stages x 2 replicas on four emulated GPUs, NCCL vs MPI transport" "$WORK/grid2x2mpi/metrics.jsonl" \
+    "$WORK/grid2x2nccl/metrics.jsonl" 0
 fi
 cmp "2 replicas, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/dp2mpi/metrics.jsonl" 1e-4
+cmp "2 stages x 2 replicas, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/grid2x2mpi/metrics.jsonl" 1e-4
 cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
 cmp "bf16, hidden activations kept in bf16 vs fp32" "$WORK/gpu16fp32act/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 1e-3
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
