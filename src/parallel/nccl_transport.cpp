@@ -102,9 +102,7 @@ NcclTransport::NcclTransport(MPI_Comm pipeline, const ScheduleSpec& spec, cudaSt
     } else {
       STRATA_MPI(MPI_Recv(&id, sizeof id, MPI_BYTE, from, tag, comm_, MPI_STATUS_IGNORE));
     }
-    Channel c;
-    nccl_ok(ncclCommInitRank(&c.comm, 2, id, from == rank_ ? 0 : 1), ("ncclCommInitRank for " + edge_text(e)).c_str());
-    channels_[e] = c;
+    nccl_ok(ncclCommInitRank(&comms_[e], 2, id, from == rank_ ? 0 : 1), ("ncclCommInitRank for " + edge_text(e)).c_str());
   }
 }
 
@@ -118,11 +116,11 @@ NcclTransport::~NcclTransport() {
     if (t.ready) cudaEventDestroy(t.ready);
     if (t.arrived) cudaEventDestroy(t.arrived);
   }
-  for (auto& [e, c] : channels_) {
+  for (auto& [e, c] : comms_) {
     if (aborted_)
-      ncclCommAbort(c.comm);
+      ncclCommAbort(c);
     else
-      ncclCommDestroy(c.comm);
+      ncclCommDestroy(c);
   }
   cudaStreamDestroy(stream_);
   cudaStreamDestroy(copy_);
@@ -145,26 +143,45 @@ void NcclTransport::issue_ready() {
   }
 }
 
+cudaEvent_t NcclTransport::recorded(cudaStream_t s) {
+  cudaEvent_t ev;
+  cuda_ok(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreate");
+  cuda_ok(cudaEventRecord(ev, s), "cudaEventRecord");
+  return ev;
+}
+
+Transport::Handle NcclTransport::new_handle(long transfer) {
+  cudaEvent_t done;
+  cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
+  events_.push_back(done);
+  handle_transfer_.push_back(transfer);
+  return Handle(events_.size() - 1);
+}
+
+void NcclTransport::launch(const Edge& e, float* buf, size_t n, bool send, cudaEvent_t after) {
+  if (after) {
+    cuda_ok(cudaStreamWaitEvent(stream_, after, 0), "cudaStreamWaitEvent");
+    cudaEventDestroy(after);  // released once recorded work completes
+  }
+  const int peer_in_edge = send ? 1 : 0;  // the sender is rank 0 of the edge's communicator
+  if (send)
+    nccl_ok(ncclSend(buf, n, ncclFloat32, peer_in_edge, comm(e), stream_), ("ncclSend on " + edge_text(e)).c_str());
+  else
+    nccl_ok(ncclRecv(buf, n, ncclFloat32, peer_in_edge, comm(e), stream_), ("ncclRecv on " + edge_text(e)).c_str());
+}
+
 void NcclTransport::issue(Transfer& t) {
-  Channel& c = channel(t.edge);
-  const int peer_in_edge = t.send ? 1 : 0;  // the sender is rank 0 of the edge's communicator
   if (t.posted) {
-    cuda_ok(cudaStreamWaitEvent(stream_, t.ready, 0), "cudaStreamWaitEvent");
-    cudaEventDestroy(t.ready);  // released once recorded work completes
+    launch(t.edge, t.buf, n_, t.send, t.ready);
     t.ready = nullptr;
     waiting_--;
-    if (t.send)
-      nccl_ok(ncclSend(t.buf, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclSend on " + edge_text(t.edge)).c_str());
-    else
-      nccl_ok(ncclRecv(t.buf, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(t.edge)).c_str());
     cuda_ok(cudaEventRecord(events_.at(size_t(t.handle)), stream_), "cudaEventRecord");
-  } else {  // a receive ahead of its post
+  } else {  // a receive ahead of its post: into a staging buffer, after nothing but the transfers before it
     void* p = nullptr;
     cuda_ok(cudaMallocAsync(&p, n_ * sizeof(float), stream_), "cudaMallocAsync (NCCL staging buffer)");
     t.staging = static_cast<float*>(p);
-    nccl_ok(ncclRecv(t.staging, n_, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(t.edge)).c_str());
-    cuda_ok(cudaEventCreateWithFlags(&t.arrived, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_ok(cudaEventRecord(t.arrived, stream_), "cudaEventRecord");
+    launch(t.edge, t.staging, n_, false, nullptr);
+    t.arrived = recorded(stream_);
   }
   t.issued = true;
 }
@@ -177,17 +194,11 @@ Transport::Handle NcclTransport::post_ordered(const Edge& e, float* buf, size_t 
                " is not in the schedule");
   Transfer& t = order_[it->second];
   STRATA_CHECK(t.send == send, "NCCL transport: rank ", rank_, ": ", edge_text(e), " posted the wrong way");
-  cudaEvent_t done;
-  cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
-  events_.push_back(done);
-  handle_transfer_.push_back(long(it->second));
-  t.handle = Handle(events_.size() - 1);
+  t.handle = new_handle(long(it->second));
   t.buf = buf;
   t.posted = true;
   // The compute stream's work so far: the data is written, or the buffer is free to overwrite.
-  cudaEvent_t ready;
-  cuda_ok(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
-  cuda_ok(cudaEventRecord(ready, compute_), "cudaEventRecord");
+  cudaEvent_t ready = recorded(compute_);
   if (t.issued) {  // received into staging already: copy it over once it has arrived and the buffer is free
     cuda_ok(cudaStreamWaitEvent(copy_, ready, 0), "cudaStreamWaitEvent");
     cuda_ok(cudaStreamWaitEvent(copy_, t.arrived, 0), "cudaStreamWaitEvent");
@@ -197,7 +208,7 @@ Transport::Handle NcclTransport::post_ordered(const Edge& e, float* buf, size_t 
     cuda_ok(cudaMemcpyAsync(buf, t.staging, n * sizeof(float), cudaMemcpyDeviceToDevice, copy_), "cudaMemcpyAsync");
     cuda_ok(cudaFreeAsync(t.staging, copy_), "cudaFreeAsync");
     t.staging = nullptr;
-    cuda_ok(cudaEventRecord(done, copy_), "cudaEventRecord");
+    cuda_ok(cudaEventRecord(events_.at(size_t(t.handle)), copy_), "cudaEventRecord");
   } else {
     t.ready = ready;
     waiting_++;
@@ -211,32 +222,19 @@ bool NcclTransport::issued(Handle h) {
   return at < 0 || order_[size_t(at)].issued;
 }
 
-NcclTransport::Channel& NcclTransport::channel(const Edge& e) {
-  auto it = channels_.find(e);
-  STRATA_CHECK(it != channels_.end(), "NCCL transport: rank ", rank_, " has no channel for ", edge_text(e),
+ncclComm_t NcclTransport::comm(const Edge& e) {
+  auto it = comms_.find(e);
+  STRATA_CHECK(it != comms_.end(), "NCCL transport: rank ", rank_, " has no communicator for ", edge_text(e),
                " (not in its schedule)");
   return it->second;
 }
 
+// Evaluation: issued as posted, after the compute posted so far (the data is written, or the buffer is free).
 Transport::Handle NcclTransport::post(const Edge& e, float* buf, size_t n, bool send) {
-  Channel& c = channel(e);
-  // Order the transfer after the compute posted so far: the data is written, or the buffer is free.
-  cudaEvent_t ready;
-  cuda_ok(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
-  cuda_ok(cudaEventRecord(ready, compute_), "cudaEventRecord");
-  cuda_ok(cudaStreamWaitEvent(stream_, ready, 0), "cudaStreamWaitEvent");
-  cudaEventDestroy(ready);  // released once recorded work completes
-  const int peer_in_edge = send ? 1 : 0;  // the sender is rank 0 of the edge's communicator
-  if (send)
-    nccl_ok(ncclSend(buf, n, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclSend on " + edge_text(e)).c_str());
-  else
-    nccl_ok(ncclRecv(buf, n, ncclFloat32, peer_in_edge, c.comm, stream_), ("ncclRecv on " + edge_text(e)).c_str());
-  cudaEvent_t done;
-  cuda_ok(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
-  cuda_ok(cudaEventRecord(done, stream_), "cudaEventRecord");
-  events_.push_back(done);
-  handle_transfer_.push_back(-1);
-  return Handle(events_.size() - 1);
+  const Handle h = new_handle(-1);
+  launch(e, buf, n, send, recorded(compute_));
+  cuda_ok(cudaEventRecord(events_.at(size_t(h)), stream_), "cudaEventRecord");
+  return h;
 }
 
 Transport::Handle NcclTransport::isend(const float* buf, size_t n, int peer, int tag) {
@@ -269,9 +267,9 @@ bool NcclTransport::test(Handle h) {
 }
 
 void NcclTransport::check_async() {
-  for (auto& [e, c] : channels_) {
+  for (auto& [e, c] : comms_) {
     ncclResult_t r = ncclSuccess;
-    nccl_ok(ncclCommGetAsyncError(c.comm, &r), "ncclCommGetAsyncError");
+    nccl_ok(ncclCommGetAsyncError(c, &r), "ncclCommGetAsyncError");
     if (r != ncclSuccess) {
       aborted_ = true;
       fail("NCCL transport: rank ", rank_, ": ", edge_text(e), " failed: ", ncclGetErrorString(r),

@@ -53,9 +53,6 @@ class NcclTransport : public Transport {
   using Edge = std::tuple<bool, int, int>;  // (gradients, from stage, to stage)
 
  private:
-  struct Channel {
-    ncclComm_t comm = nullptr;
-  };
   // One transfer of this rank in a training step, in the global order.
   struct Transfer {
     Edge edge;
@@ -68,7 +65,12 @@ class NcclTransport : public Transport {
     cudaEvent_t arrived = nullptr;   // ... and this is recorded after it
     Handle handle = -1;
   };
-  Channel& channel(const Edge& e);
+  ncclComm_t comm(const Edge& e);
+  cudaEvent_t recorded(cudaStream_t s);        // a new event recorded on s
+  Handle new_handle(long transfer);            // its completion event; transfer: its place in order_, or −1
+  // On stream_, after event `after` (destroyed; null: nothing to wait for): the edge's ncclSend or ncclRecv of
+  // n floats at buf.
+  void launch(const Edge& e, float* buf, size_t n, bool send, cudaEvent_t after);
   Handle post(const Edge& e, float* buf, size_t n, bool send);
   Handle post_ordered(const Edge& e, float* buf, size_t n, bool send);
   void issue(Transfer& t);
@@ -79,7 +81,7 @@ class NcclTransport : public Transport {
   int rank_;
   cudaStream_t compute_;
   double timeout_s_;
-  std::map<Edge, Channel> channels_;
+  std::map<Edge, ncclComm_t> comms_;  // a two-rank communicator per edge (its sender is rank 0)
   std::vector<cudaEvent_t> events_;  // one per handle, recorded after its transfer
   std::vector<long> handle_transfer_;  // per handle: its place in order_ (training), or −1 (issued when posted)
   std::vector<Transfer> order_;      // this rank's transfers of a training step, in the global order

@@ -173,9 +173,16 @@ Counts& counts() {
 }
 
 // ---- streams (streams.hpp) ----
-double hang_limit_s() {
+// The host waits on cv until done() for at most STRATA_EMU_HANG_S seconds (default 300); longer is a hang on a GPU,
+// reported with `what` and ended.
+template <class Done>
+void bounded_wait(std::condition_variable& cv, std::unique_lock<std::mutex>& l, Done done, const char* what) {
   const char* e = std::getenv("STRATA_EMU_HANG_S");
-  return e ? std::atof(e) : 300.0;
+  const double limit = e ? std::atof(e) : 300.0;
+  if (!cv.wait_for(l, std::chrono::duration<double>(limit), done)) {
+    std::fprintf(stderr, "cuda emulator: the host waited %.0f s (STRATA_EMU_HANG_S) for %s: a hang on a GPU\n", limit, what);
+    std::abort();
+  }
 }
 namespace {
 struct Stream {
@@ -223,13 +230,9 @@ struct Stream {
     return queue.empty() && !running;
   }
   void settle() {
-    const double limit = hang_limit_s();
     std::unique_lock<std::mutex> l(mu);
-    if (!cv.wait_for(l, std::chrono::duration<double>(limit), [&] { return queue.empty() && !running; })) {
-      std::fprintf(stderr, "cuda emulator: the host waited %.0f s (STRATA_EMU_HANG_S) for a stream's queued work "
-                   "(an NCCL transfer whose peer never posts its half?): a hang on a GPU\n", limit);
-      std::abort();
-    }
+    bounded_wait(cv, l, [&] { return queue.empty() && !running; },
+                 "a stream's queued work (an NCCL transfer whose peer never posts its half?)");
   }
 };
 std::mutex streams_mu;
@@ -251,29 +254,29 @@ bool is_default(cudaStream_t s) { return reinterpret_cast<uintptr_t>(s) <= 2; }
 
 void enqueue(cudaStream_t s, std::function<void()> task) { stream_of(s).push(std::move(task)); }
 
+namespace {
+void settle_registered(bool blocking_only) {  // every stream created (the blocking ones only), outside the lock
+  std::vector<Stream*> all;
+  {
+    std::lock_guard<std::mutex> l(streams_mu);
+    for (Stream* x : streams())
+      if (x->blocking || !blocking_only) all.push_back(x);
+  }
+  for (Stream* x : all) x->settle();
+}
+}  // namespace
+
 void settle(cudaStream_t s) {
   Stream& st = stream_of(s);
-  if (is_default(s)) {
-    std::vector<Stream*> all;
-    {
-      std::lock_guard<std::mutex> l(streams_mu);
-      for (Stream* x : streams())
-        if (x->blocking) all.push_back(x);
-    }
-    for (Stream* x : all) x->settle();
-  } else if (st.blocking) {
+  if (is_default(s))
+    settle_registered(true);
+  else if (st.blocking)
     legacy_stream().settle();
-  }
   st.settle();
 }
 
 void settle_all() {
-  std::vector<Stream*> all;
-  {
-    std::lock_guard<std::mutex> l(streams_mu);
-    all.assign(streams().begin(), streams().end());
-  }
-  for (Stream* x : all) x->settle();
+  settle_registered(false);
   legacy_stream().settle();
 }
 
@@ -630,14 +633,9 @@ struct EventState {
     std::lock_guard<std::mutex> l(mu);
     return done;
   }
-  void wait() {  // the host's wait (cudaEventSynchronize): past STRATA_EMU_HANG_S a hang, as Stream::settle
-    const double limit = emu::hang_limit_s();
+  void wait() {  // the host's wait (cudaEventSynchronize)
     std::unique_lock<std::mutex> l(mu);
-    if (!cv.wait_for(l, std::chrono::duration<double>(limit), [&] { return done; })) {
-      std::fprintf(stderr, "cuda emulator: cudaEventSynchronize waited %.0f s (STRATA_EMU_HANG_S) for an event behind "
-                   "queued work: a hang on a GPU\n", limit);
-      std::abort();
-    }
+    emu::bounded_wait(cv, l, [&] { return done; }, "an event behind queued work (cudaEventSynchronize)");
   }
   void wait_queued() {  // a stream's queued wait: its worker waits as long as it takes (the host's settle reports it)
     std::unique_lock<std::mutex> l(mu);

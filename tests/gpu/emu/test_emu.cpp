@@ -665,6 +665,22 @@ RankResults run_ranks(int n, F body) {
 }
 
 // Waits up to 20 s for the communicator's asynchronous error.
+// A forked rank of a two-rank communicator on its own emulated GPU, with a non-blocking stream and `floats` of
+// zeroed device memory.
+struct Rank2 {
+  ncclComm_t c = nullptr;
+  cudaStream_t s = nullptr;
+  float* d = nullptr;
+};
+bool join_two(const ncclUniqueId& id, int rank, size_t floats, Rank2& r) {
+  cudaSetDevice(rank);
+  if (ncclCommInitRank(&r.c, 2, id, rank) != ncclSuccess) return false;
+  cudaStreamCreateWithFlags(&r.s, cudaStreamNonBlocking);
+  cudaMalloc(reinterpret_cast<void**>(&r.d), floats * sizeof(float));
+  cudaMemset(r.d, 0, floats * sizeof(float));
+  return true;
+}
+
 ncclResult_t async_error(ncclComm_t c) {
   ncclResult_t r = ncclSuccess;
   for (int i = 0; i < 20000 && r == ncclSuccess; i++) {
@@ -782,13 +798,9 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   ncclUniqueId id;
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   RankResults size = run_ranks(2, [&](int rank) {
-    cudaSetDevice(rank);
-    ncclComm_t c;
-    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
-    cudaStream_t s;
-    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    float* d;
-    cudaMalloc(reinterpret_cast<void**>(&d), 12 * sizeof(float));
+    Rank2 r;
+    if (!join_two(id, rank, 12, r)) return 2;
+    auto [c, s, d] = r;
     if (rank == 0) {
       ncclSend(d, 10, ncclFloat32, 1, c, s);
       cudaStreamSynchronize(s);  // the receiver took the message (and refused it)
@@ -811,14 +823,10 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   // A peer that is gone: ncclRemoteError for the rank waiting on it (rank 1 exits right after joining).
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   RankResults gone = run_ranks(2, [&](int rank) {
-    cudaSetDevice(rank);
-    ncclComm_t c;
-    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
+    Rank2 r;
+    if (!join_two(id, rank, 4, r)) return 2;
+    auto [c, s, d] = r;
     if (rank == 1) return 0;
-    cudaStream_t s;
-    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    float* d;
-    cudaMalloc(reinterpret_cast<void**>(&d), 16);
     ncclRecv(d, 4, ncclFloat32, 1, c, s);
     if (async_error(c) != ncclRemoteError) return 3;
     ncclCommAbort(c);
@@ -851,14 +859,9 @@ BOOST_AUTO_TEST_CASE(nccl_errors_surface_as_the_communicator_s_async_error) {
   BOOST_REQUIRE(ncclGetUniqueId(&id) == ncclSuccess);
   const std::string reuse_dir(id.internal);
   RankResults reuse = run_ranks(2, [&](int rank) {
-    cudaSetDevice(rank);
-    ncclComm_t c;
-    if (ncclCommInitRank(&c, 2, id, rank) != ncclSuccess) return 2;
-    cudaStream_t s;
-    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-    float* d;
-    cudaMalloc(reinterpret_cast<void**>(&d), 64 * sizeof(float));
-    cudaMemset(d, 0, 64 * sizeof(float));
+    Rank2 r;
+    if (!join_two(id, rank, 64, r)) return 2;
+    auto [c, s, d] = r;
     if (rank == 0) {
       ncclSend(d, 64, ncclFloat32, 1, c, s);
       while (access((reuse_dir + "/m.0.1.0").c_str(), F_OK) != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
