@@ -1,4 +1,4 @@
-// main.cpp: the strata command line (train, eval, sample, prepare, schedule, config, inspect); nothing else.
+// main.cpp: the strata command line (train, eval, sample, prepare, schedule, plan, config, inspect); nothing else.
 #include <mpi.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +10,7 @@
 #include "core/log.hpp"
 #include "data/prepare.hpp"
 #include "parallel/schedule.hpp"
+#include "train/plan.hpp"
 #include "train/commands.hpp"
 #ifdef STRATA_HAVE_CUDA
 #include "backend/cuda/runtime.hpp"
@@ -57,6 +58,7 @@ int train_main(int argc, char** argv, const std::string& file, const std::vector
 }  // namespace
 
 int main(int argc, char** argv) {
+  strata::process_base_bytes();  // the loaded binary's resident bytes, before anything is allocated (strata plan)
 #ifdef STRATA_HAVE_CUDA
   strata::register_cuda_runtime();  // train.device = "cuda" (backend/gpu_runtime.hpp); touches no device yet
 #endif
@@ -109,6 +111,14 @@ int main(int argc, char** argv) {
   sched->add_option("--cost-b", cost_b, "input-gradient time (B)");
   sched->add_option("--cost-w", cost_w, "weight-gradient time (W); a fused backward costs B + W");
 
+  auto* plan = app.add_subcommand("plan", "predict each rank's memory (weights, optimizer, activations) and step time");
+  std::string plan_device = "cpu";
+  bool plan_as_json = false;
+  plan->add_option("--config", config_file, "TOML config file")->required();
+  plan->add_option("--set", sets, "override: section.key=value (repeatable)");
+  plan->add_option("--device", plan_device, "cpu (host memory), h100 or h200 (device memory)");
+  plan->add_flag("--json", plan_as_json, "print JSON: {\"ranks\": [{\"rank\", \"stage\", \"replica\", \"peak_bytes\", ...}], ...}");
+
   auto* conf = app.add_subcommand("config", "print the resolved config (TOML), or one key's value, and check it");
   std::string get_key;
   conf->add_option("--config", config_file, "TOML config file")->required();
@@ -130,6 +140,8 @@ int main(int argc, char** argv) {
       sample_run(sa);
     } else if (*prepare) {
       prepare_text(texts, out_dir, val_fraction);
+    } else if (*plan) {
+      plan_run(config_file, sets, plan_device, plan_as_json);
     } else if (*conf) {
       const std::string text = config_to_toml(config_load(config_file, sets));
       if (get_key.empty()) {

@@ -48,6 +48,7 @@ void config_visit(C& c, F&& f) {
   f("train", "attention", c.train.attention);
   f("train", "attention_kernel", c.train.attention_kernel);
   f("train", "bf16_activations", c.train.bf16_activations);
+  f("train", "recompute", c.train.recompute);
   f("train", "eval_interval", c.train.eval_interval);
   f("train", "eval_batches", c.train.eval_batches);
   f("train", "exit_interval", c.train.exit_interval);
@@ -267,6 +268,8 @@ void config_validate(const Config& c) {
                ": key train.attention = \"", t.attention, "\" is not one of auto, fused, unfused");
   STRATA_CHECK(t.attention != "fused" || t.device == "cuda", src, ": key train.attention = \"fused\" needs "
                "train.device = \"cuda\" (train.device = \"", t.device, "\" keeps the probabilities)");
+  STRATA_CHECK(t.recompute == "none" || t.recompute == "selective" || t.recompute == "full", src,
+               ": key train.recompute = \"", t.recompute, "\" is not one of none, selective, full");
   STRATA_CHECK(t.attention_kernel == "wmma" || t.attention_kernel == "mma", src, ": key train.attention_kernel = \"",
                t.attention_kernel, "\" is not one of wmma, mma");
   if (t.attention_kernel == "mma") {

@@ -45,6 +45,10 @@ struct TrainConfig {
   // scores and probabilities in registers, head sizes 16/32/64)
   std::string attention_kernel = "wmma";
   bool bf16_activations = true;  // bf16: the FFN's hidden activations (qkv, out on tensor cores) kept in bf16 only
+  // Activation recomputation (the same bits as none): selective recomputes attention's probabilities in the backward
+  // pass (Megatron-LM's selective; the GPU's fused attention keeps none anyway), full keeps only each block's input
+  // and reruns the block's forward in its backward.
+  std::string recompute = "none";  // none | selective | full
   int eval_interval = 0;  // steps between validation passes; 0: only at the end
   int eval_batches = 16;  // validation batches of batch_size sequences
   int exit_interval = 0;  // save and exit when the step is a multiple of this (Megatron-LM's --exit-interval)

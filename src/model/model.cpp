@@ -13,34 +13,153 @@ namespace strata {
 namespace {
 // Floats of room for n values: n, or n bf16 values where the backend keeps the buffer in bf16 (keep_bf16).
 size_t room(bool bf16, size_t n) { return bf16 ? (n + 1) / 2 : n; }
+
+// The shapes of a micro-batch of B×T.
+struct Dims {
+  size_t B, T, N, d, F, H, V;
+  Dims(const ModelConfig& c, int b, int t)
+      : B(b), T(t), N(size_t(b) * t), d(c.d_model), F(c.d_ffn), H(c.heads), V(c.vocab) {}
+};
+
+// What one sub-layer keeps for its backward, laid out by take(p, n) (room for n floats at p). probs: the
+// [B,H,T,T] probabilities are kept here. Not kept: F's output where no LN_branch backward reads it, and
+// LN_branch's output, which no backward reads (both in forward scratch).
+template <class Take>
+void sub_layout(Take&& take, SubActs& a, bool attn, const NormFlags& nf, const Dims& m, const ActTraits& tr,
+                bool probs) {
+  const size_t Nd = m.N * m.d;
+  if (nf.ln_in) take(a.u, Nd), take(a.in_mean, m.N), take(a.in_rstd, m.N);  // W reads u; LN_in' reads x, mean, rstd
+  take(a.m1, attn ? room(tr.qkv16, 3 * Nd) : room(tr.hidden16, m.N * m.F));  // attention' / σ' read it
+  if (attn && tr.probs && probs) take(a.probs, m.B * m.H * m.T * m.T);
+  if (attn && !tr.probs) take(a.lse, m.B * m.H * m.T);
+  take(a.mid, attn ? room(tr.qkv16, Nd) : room(tr.hidden16, m.N * m.F));  // W reads it (and attention')
+  if (nf.ln_branch) take(a.f, Nd), take(a.br_mean, m.N), take(a.br_rstd, m.N);
+  if (nf.ln_sum) take(a.s, Nd), take(a.sum_mean, m.N), take(a.sum_rstd, m.N);
+  take(a.y, Nd);  // the next sub-layer's input
+}
+
+// Every LayerNorm: full recomputation's block scratch serves every block of the stage (mix has both kinds).
+const NormFlags kEveryNorm{true, true, true, 1.0f};
+
 }  // namespace
+
+Recompute recompute_from_name(const std::string& name) {
+  if (name == "none") return Recompute::none;
+  if (name == "selective") return Recompute::selective;
+  if (name == "full") return Recompute::full;
+  fail("unknown recompute mode '", name, "' (none, selective, full)");
+}
+
+ActTraits act_traits(const Backend& be, const ModelConfig& cfg) {
+  return {be.keeps_attention_probs(), be.keeps_bf16(), be.keeps_attention_bf16(cfg.d_model, cfg.heads)};
+}
 
 using cpu::Activation;
 
+// The activations one micro-batch keeps between its forward and its backward passes (pointers into its arena).
+struct SlotLayout {
+  float* x0 = nullptr;         // [N,d] embedding output (first stage) or received input
+  std::vector<SubActs> acts;   // [2·nblocks]: block k attn = 2k, ffn = 2k+1 (not with full recomputation)
+  std::vector<float*> xs;      // full recomputation: [nblocks + 1] block inputs [N,d], xs[0] = x0, xs[nb] the output
+  float* out = nullptr;        // [N,d] the stage's output
+  float *xf = nullptr, *fn_mean = nullptr, *fn_rstd = nullptr, *logits = nullptr, *losses = nullptr;  // head
+  float *dy = nullptr, *dx = nullptr;  // [N,d] received output gradient; input gradient to send / embedding's
+};
+
+namespace {
+template <class Take>
+void slot_layout(Take&& take, SlotLayout& s, const ModelConfig& cfg, const StageRange& r, Recompute rc,
+                 const ActTraits& tr, const Dims& m) {
+  const int nb = r.last - r.first;
+  const size_t Nd = m.N * m.d;
+  take(s.x0, Nd);
+  s.acts.assign(rc == Recompute::full ? 0 : 2 * nb, SubActs{});
+  s.xs.assign(rc == Recompute::full ? nb + 1 : 0, nullptr);
+  if (rc == Recompute::full) {
+    s.xs[0] = s.x0;
+    for (int k = 1; k <= nb; k++) take(s.xs[k], Nd);
+  }
+  for (int i = 0; i < int(s.acts.size()); i++)
+    sub_layout(take, s.acts[i], i % 2 == 0, norm_flags(cfg, r.first + i / 2), m, tr, rc == Recompute::none);
+  s.out = rc == Recompute::full ? s.xs[nb] : nb ? s.acts.back().y : s.x0;
+  if (r.head) {
+    take(s.xf, Nd), take(s.fn_mean, m.N), take(s.fn_rstd, m.N), take(s.logits, m.N * m.V), take(s.losses, m.N);
+  } else {
+    take(s.dy, Nd);
+  }
+  take(s.dx, Nd);
+}
+
+// The forward scratch (Model::fwd_): transient outputs, selective's probabilities, full recomputation's block.
+template <class Take>
+void scratch_layout(Take&& take, float*& f, float*& g, float*& probs, float*& mid, float*& rerun_y, SubActs* block,
+                    Recompute rc, const ActTraits& tr, const Dims& m) {
+  const size_t Nd = m.N * m.d;
+  take(f, Nd), take(g, Nd);
+  if (rc == Recompute::selective && tr.probs) take(probs, m.B * m.H * m.T * m.T), take(mid, Nd);
+  if (rc == Recompute::full) {
+    for (int j = 0; j < 2; j++) sub_layout(take, block[j], j == 0, kEveryNorm, m, tr, true);
+    take(rerun_y, Nd);
+  }
+}
+
+// Counts floats through a layout (the pointers stay null).
+struct Counter {
+  size_t n = 0;
+  void operator()(float*& p, size_t k) { p = nullptr, n += k; }
+};
+}  // namespace
+
+ActFloats activation_floats(const ModelConfig& cfg, const StageRange& range, Recompute rc, const ActTraits& tr,
+                            int B, int T) {
+  StageRange r = range;
+  if (r.last < 0) r.last = cfg.layers;
+  const Dims m(cfg, B, T);
+  const size_t Nd = m.N * m.d;
+  ActFloats out;
+  SlotLayout s;
+  Counter c;
+  slot_layout(c, s, cfg, r, rc, tr, m);
+  out.per_slot = c.n;
+  out.ints_per_slot = 2 * m.N;
+  // Deferred W (zb-h1): ∂/∂logits [N,V] on the head, per sub-layer ∂/∂f [N,d] and ∂/∂m1 [N, 3d | d_ffn].
+  out.deferred_w = r.head ? m.N * m.V : 0;
+  for (int k = r.first; k < r.last; k++)
+    out.deferred_w += 2 * Nd + room(tr.qkv16, 3 * Nd) + room(tr.hidden16, m.N * m.F);
+  // Backward scratch (Model::reserve_scratch): sa, sb, ds, df, du; ∂/∂out and ∂/∂qkv; the FFN's ∂/∂mid, ∂/∂m1;
+  // ∂/∂logits.
+  out.scratch = 5 * Nd + room(tr.qkv16, Nd) + room(tr.qkv16, 3 * Nd) + 2 * room(tr.hidden16, m.N * m.F) +
+                (r.head ? m.N * m.V : 0);
+  float *f, *g, *probs, *mid, *y;
+  SubActs block[2];
+  Counter sc;
+  scratch_layout(sc, f, g, probs, mid, y, block, rc, tr, m);
+  out.scratch += sc.n;
+  return out;
+}
+
 // Everything one micro-batch keeps between its forward and its backward passes.
-struct Model::Slot {
+struct Model::Slot : SlotLayout {
   int B = 0, T = 0;  // capacity
   int b = 0, t = 0;  // in use
   bool used = false, pending_w = false;
-  Array<float> arena;            // every activation below, one allocation
-  std::vector<SubActs> acts;     // [2·nblocks]: block k attn = 2k, ffn = 2k+1
-  float *x0 = nullptr;           // [N,d] embedding output (first stage) or received input
-  float *xf = nullptr, *fn_mean = nullptr, *fn_rstd = nullptr, *logits = nullptr, *losses = nullptr;  // head
+  Array<float> arena;            // every activation of SlotLayout, one allocation
   // Deferred W inputs, allocated on the first deferred backward: ∂/∂logits [N,V] (head), and per sub-layer
   // ∂/∂f [N,d] and ∂/∂m1 [N,3d | d_ffn].
   Array<float> dlogits;
   std::vector<Array<float>> wdf, wdm1;
-  float *dy = nullptr, *dx = nullptr;  // [N,d] received output gradient; input gradient to send / embedding's
   Array<int32_t> tokens, targets;      // [B·T] in the backend's memory
 };
 
-Model::Model(const ModelConfig& c, StageRange r, Backend* be)
+Model::Model(const ModelConfig& c, StageRange r, Backend* be, Recompute rc)
     : cfg(c),
       range(r),
       layout(layout_build(c)),
       be_(be ? be : &cpu_backend()),
+      recompute_(rc),
       act_(cpu::activation_from_name(c.activation.c_str())) {
   if (range.last < 0) range.last = c.layers;
+  traits_ = act_traits(*be_, cfg);
   STRATA_CHECK(range.first >= 0 && range.first <= range.last && range.last <= c.layers, "stage blocks [",
                range.first, ", ", range.last, ") are outside the model's ", c.layers, " blocks");
   slice_begin = range.embedding ? 0 : layout.block_begin[range.first];
@@ -121,18 +240,33 @@ void Model::reserve_scratch(int B, int T) {
   if (B <= cap_B_ && T <= cap_T_) return;
   cap_B_ = std::max(B, cap_B_);
   cap_T_ = std::max(T, cap_T_);
-  const size_t N = size_t(cap_B_) * cap_T_, d = cfg.d_model, F = cfg.d_ffn;
+  const Dims m(cfg, cap_B_, cap_T_);
+  const size_t N = m.N, d = m.d, F = m.F;
   for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) *v = Array<float>(*be_, N * d);
-  const bool qkv16 = be_->keeps_attention_bf16(int(d), cfg.heads);  // ∂/∂qkv kept in bf16 (keep_bf16 below)
+  const bool qkv16 = traits_.qkv16;  // ∂/∂qkv kept in bf16 (keep_bf16 below)
   dmid_ = Array<float>(*be_, room(qkv16, N * d));  // ∂/∂(attention's out), kept likewise
   dm1_ = Array<float>(*be_, room(qkv16, N * 3 * d));
   if (qkv16) be_->keep_bf16(dmid_.data(), N * d), be_->keep_bf16(dm1_.data(), N * 3 * d);
-  const size_t hidden = room(be_->keeps_bf16(), N * F);
+  const size_t hidden = room(traits_.hidden16, N * F);
   dmid_ffn_ = Array<float>(*be_, hidden);
   dm1_ffn_ = Array<float>(*be_, hidden);
   be_->keep_bf16(dmid_ffn_.data(), N * F);
   be_->keep_bf16(dm1_ffn_.data(), N * F);
   dlogits_ = Array<float>(*be_, range.head ? N * cfg.vocab : 0);
+  // Forward scratch: counted, then assigned in one allocation.
+  for (int pass = 0; pass < 2; pass++) {
+    size_t off = 0;
+    auto take = [&](float*& p, size_t n) {
+      p = pass ? fwd_.data() + off : nullptr;
+      off += n;
+    };
+    scratch_layout(take, fwd_f_, fwd_g_, fwd_probs_, fwd_mid_, rerun_y_, block_kept_, recompute_, traits_, m);
+    if (!pass) fwd_ = Array<float>(*be_, off);
+  }
+  if (recompute_ == Recompute::full) {  // the block's hidden activations, as a slot's below
+    be_->keep_bf16(block_kept_[1].m1, N * F), be_->keep_bf16(block_kept_[1].mid, N * F);
+    if (qkv16) be_->keep_bf16(block_kept_[0].m1, N * 3 * d), be_->keep_bf16(block_kept_[0].mid, N * d);
+  }
 }
 
 int Model::acquire(int B, int T) {
@@ -146,13 +280,8 @@ int Model::acquire(int B, int T) {
     }
   auto s = std::make_unique<Slot>();
   s->B = B, s->T = T, s->b = B, s->t = T, s->used = true;
-  const size_t N = size_t(B) * T, d = cfg.d_model, F = cfg.d_ffn, H = cfg.heads, V = cfg.vocab;
-  // The feed-forward's hidden activations (keep_bf16 below): room for N·F bf16 values where the backend keeps them.
-  const size_t hidden = room(be_->keeps_bf16(), N * F);
-  // Attention's qkv and its out likewise, where the backend's attention reads and writes them as bf16.
-  const bool qkv16 = be_->keeps_attention_bf16(int(d), int(H));
-  const size_t qkv_room = room(qkv16, N * 3 * d), out_room = room(qkv16, N * d);
-  s->acts.assign(2 * nblocks(), SubActs{});
+  const Dims m(cfg, B, T);
+  const size_t N = m.N, d = m.d, F = m.F;
   // First pass counts, second assigns: one allocation for every activation of the micro-batch.
   for (int pass = 0; pass < 2; pass++) {
     size_t off = 0;
@@ -160,42 +289,44 @@ int Model::acquire(int B, int T) {
       p = pass ? s->arena.data() + off : nullptr;
       off += n;
     };
-    take(s->x0, N * d);
-    for (int i = 0; i < 2 * nblocks(); i++) {
-      const bool attn = i % 2 == 0;
-      NormFlags nf = norm_flags(cfg, range.first + i / 2);
-      SubActs& a = s->acts[i];
-      if (nf.ln_in) take(a.u, N * d), take(a.in_mean, N), take(a.in_rstd, N);
-      take(a.m1, attn ? qkv_room : hidden);
-      if (attn && be_->keeps_attention_probs()) take(a.probs, size_t(B) * H * T * T);
-      if (attn && !be_->keeps_attention_probs()) take(a.lse, size_t(B) * H * T);
-      take(a.mid, attn ? out_room : hidden);
-      take(a.f, N * d);
-      if (nf.ln_branch) take(a.g, N * d), take(a.br_mean, N), take(a.br_rstd, N);
-      if (nf.ln_sum) take(a.s, N * d), take(a.sum_mean, N), take(a.sum_rstd, N);
-      take(a.y, N * d);
-    }
-    if (range.head) {
-      take(s->xf, N * d), take(s->fn_mean, N), take(s->fn_rstd, N), take(s->logits, N * V), take(s->losses, N);
-    } else {
-      take(s->dy, N * d);
-    }
-    take(s->dx, N * d);
+    slot_layout(take, *s, cfg, range, recompute_, traits_, m);
     if (!pass) s->arena = Array<float>(*be_, off);
   }
   // The feed-forward's hidden activations (pre- and post-activation [N, d_ffn]) are read only by its GEMMs, the
   // activation and its backward, and max-abs statistics: a bf16 backend may keep them in bf16 only. So are
   // attention's qkv [N, 3d] and out [N, d] by its GEMMs, the attention and max-abs statistics, where it reads them
   // as bf16 (keeps_attention_bf16).
-  for (int i = 1; i < 2 * nblocks(); i += 2) {
+  for (int i = 1; i < int(s->acts.size()); i += 2) {
     be_->keep_bf16(s->acts[i].m1, N * F);
     be_->keep_bf16(s->acts[i].mid, N * F);
-    if (qkv16) be_->keep_bf16(s->acts[i - 1].m1, N * 3 * d), be_->keep_bf16(s->acts[i - 1].mid, N * d);
+    if (traits_.qkv16) be_->keep_bf16(s->acts[i - 1].m1, N * 3 * d), be_->keep_bf16(s->acts[i - 1].mid, N * d);
   }
   s->tokens = Array<int32_t>(*be_, N);
   s->targets = Array<int32_t>(*be_, N);
   slots_.push_back(std::move(s));
   return int(slots_.size() - 1);
+}
+
+// Sub-layer i's activations. Full recomputation: the block scratch, reading block i/2's input from the slot and,
+// in the first forward, writing its output there (rerun: into scratch, the slot's copy being the same bits).
+SubActs& Model::acts_of(Slot& s, int i, bool rerun) {
+  if (recompute_ != Recompute::full) return s.acts[i];
+  const int k = i / 2;
+  block_[i % 2] = block_kept_[i % 2];  // the forward points some of them at other scratch
+  if (i % 2 == 0) {
+    block_[0].x = s.xs[k];
+    return block_[0];
+  }
+  block_[1].x = block_[0].y;
+  block_[1].y = rerun ? rerun_y_ : s.xs[k + 1];
+  return block_[1];
+}
+
+void Model::rerun_block(Slot& s, int k) {
+  const int l = range.first + k;
+  NormFlags nf = norm_flags(cfg, l);
+  for (int j = 0; j < 2; j++)
+    sub_forward(j == 0, nf, view(j == 0 ? layout.attn[l] : layout.ffn[l]), acts_of(s, 2 * k + j, true), s.b, s.t);
 }
 
 void Model::release(int slot) {
@@ -204,10 +335,7 @@ void Model::release(int slot) {
 }
 
 float* Model::input(int slot) { return slots_[slot]->x0; }
-const float* Model::output(int slot) const {
-  const Slot& s = *slots_[slot];
-  return s.acts.empty() ? s.x0 : s.acts.back().y;
-}
+const float* Model::output(int slot) const { return slots_[slot]->out; }
 float* Model::output_grad(int slot) { return slots_[slot]->dy; }
 const float* Model::input_grad(int slot) const { return slots_[slot]->dx; }
 const float* Model::logits() {
@@ -225,6 +353,12 @@ size_t Model::activation_bytes() const {
     for (size_t i = 0; i < s->wdf.size(); i++) n += (s->wdf[i].size() + s->wdm1[i].size()) * sizeof(float);
   }
   return n;
+}
+
+size_t Model::scratch_bytes() const {
+  size_t n = fwd_.size() + dlogits_.size() + dmid_.size() + dm1_.size() + dmid_ffn_.size() + dm1_ffn_.size();
+  for (auto* v : {&sa_, &sb_, &ds_, &df_, &du_}) n += v->size();
+  return n * sizeof(float);
 }
 
 void Model::add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T) {
@@ -255,6 +389,9 @@ void Model::sub_forward(bool attn, const NormFlags& nf, const SubView& p, SubAct
   const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
   const double eps = cfg.ln_eps;
   const float* in = a.x;
+  if (!nf.ln_branch) a.f = fwd_f_;  // no backward reads F's output then: scratch
+  if (nf.ln_branch) a.g = fwd_g_;   // nor LN_branch's output
+  if (attn && recompute_ == Recompute::selective && traits_.probs) a.probs = fwd_probs_;
   if (nf.ln_in) {
     be_->layernorm_forward(a.u, a.in_mean, a.in_rstd, a.x, p.ln_in_g, p.ln_in_b, N, d, eps);
     in = a.u;
@@ -307,8 +444,13 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
   float* dmid = attn ? dmid_.data() : dmid_ffn_.data();
   be_->matmul_backward_input(dmid, df, p.w2, N, IC2, d, false);  // [N,IC2]
+  const float* probs = a.probs;
+  if (attn && recompute_ == Recompute::selective && traits_.probs) {  // the probabilities again, same bits
+    be_->attention_forward(fwd_mid_, fwd_probs_, nullptr, a.m1, B, T, d, cfg.heads);
+    probs = fwd_probs_;
+  }
   if (attn)
-    be_->attention_backward(dm1, dmid, a.mid, a.probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
+    be_->attention_backward(dm1, dmid, a.mid, probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
     be_->activation_backward(dm1, dmid, a.m1, size_t(N) * F, act_);  // [N,F]
   if (nf.ln_in) {  // dx = α·ds + LN_in's gradient
@@ -350,7 +492,7 @@ double Model::forward_slot(int slot, const int32_t* tokens, const int32_t* targe
     const int l = range.first + k;
     NormFlags nf = norm_flags(cfg, l);
     for (int j = 0; j < 2; j++) {
-      SubActs& a = s.acts[2 * k + j];
+      SubActs& a = acts_of(s, 2 * k + j, false);
       a.x = x;
       sub_forward(j == 0, nf, view(j == 0 ? layout.attn[l] : layout.ffn[l]), a, B, T);
       if (collect_stats) add_forward_stats(k, j == 0, nf, a, B, T);
@@ -405,7 +547,8 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
     NormFlags nf = norm_flags(cfg, l);
     float* dnext = i == 0 ? s.dx : (dcur == sa_.data() ? sb_.data() : sa_.data());
     if (collect_stats && !attn) be_->stats_sumsq_to(&stats[i / 2].resid_grad_sq, dcur, size_t(N) * d);  // ∂loss/∂(block output)
-    const SubActs& a = s.acts[i];
+    if (recompute_ == Recompute::full && !attn) rerun_block(s, i / 2);  // the block's activations again
+    const SubActs& a = acts_of(s, i, true);
     if (defer) {  // the W pass reads ∂/∂f and ∂/∂m1 later: they go to the slot's own buffers
       s.wdf.resize(2 * nblocks());
       s.wdm1.resize(2 * nblocks());
@@ -442,7 +585,8 @@ void Model::backward_weight(int slot) {
     const int l = range.first + i / 2;
     const bool attn = i % 2 == 0;
     SubGrad g = grad_view(attn ? layout.attn[l] : layout.ffn[l]);
-    const SubActs& a = s.acts[i];
+    if (recompute_ == Recompute::full && attn) rerun_block(s, i / 2);  // once more for the W pass
+    const SubActs& a = acts_of(s, i, true);
     sub_backward_weight(attn, norm_flags(cfg, l), g, a, s.wdf[i].data(), s.wdm1[i].data(), B, T);
     if (on_sublayer) on_sublayer();
   }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -37,6 +38,33 @@ struct StageRange {
   bool head = true;          // final norm, lm_head and loss (the last stage)
 };
 
+// Activation recomputation (train.recompute). Every mode gives the same bits: the forward is deterministic.
+//   none: every activation the backward reads is kept per micro-batch;
+//   selective: attention's [B,H,T,T] probabilities are not kept but recomputed in the backward (Megatron-LM's
+//     selective recomputation; a backend whose attention keeps only the log-sum-exp has nothing to recompute);
+//   full: only each block's input is kept; the block's forward runs again in its backward (and again before a
+//     deferred weight-gradient pass), into one block's worth of scratch shared by the micro-batches.
+enum class Recompute { none, selective, full };
+Recompute recompute_from_name(const std::string& name);  // "none", "selective", "full"
+
+// What a backend keeps, for sizing activations without one (strata plan) or from one (Model).
+struct ActTraits {
+  bool probs = true;     // attention keeps [B,H,T,T] probabilities (else [B,H,T] log-sum-exp)
+  bool hidden16 = false; // the feed-forward's hidden activations and their gradients held as bf16 (keeps_bf16)
+  bool qkv16 = false;    // attention's qkv, out and their gradients held as bf16 (keeps_attention_bf16)
+};
+ActTraits act_traits(const Backend& be, const ModelConfig& cfg);
+
+// Floats of activation memory a stage allocates for micro-batches of B×T (Model allocates exactly these):
+// per_slot for each micro-batch in flight, deferred_w more for each one whose weight-gradient pass waits (zb-h1),
+// and scratch once (backward scratch, the forward's transient outputs, full recomputation's block).
+struct ActFloats {
+  size_t per_slot = 0, deferred_w = 0, scratch = 0;
+  size_t ints_per_slot = 0;  // int32 tokens and targets
+};
+ActFloats activation_floats(const ModelConfig& cfg, const StageRange& range, Recompute rc, const ActTraits& tr,
+                            int B, int T);
+
 // Activations of one sub-layer for one micro-batch (nullptr where the placement has none). N = B·T rows.
 struct SubActs {
   const float* x = nullptr;                                     // [N,d] input (previous output), not owned
@@ -54,7 +82,8 @@ struct SubActs {
 class Model {
  public:
   // be: where the stage computes; null is the CPU backend.
-  explicit Model(const ModelConfig& cfg, StageRange range = {}, Backend* be = nullptr);
+  explicit Model(const ModelConfig& cfg, StageRange range = {}, Backend* be = nullptr,
+                 Recompute recompute = Recompute::none);
   ~Model();
   Backend& backend() const { return *be_; }
 
@@ -96,6 +125,8 @@ class Model {
   void backward_weight(int slot);  // W: the deferred weight gradients; grads +=
 
   size_t activation_bytes() const;  // bytes held by all slots ever allocated (the peak in flight)
+  size_t scratch_bytes() const;     // activation scratch shared by the slots (backward, forward outputs, recompute)
+  Recompute recompute() const { return recompute_; }
 
   // With collect_stats, forward and backward passes add to stats[k] (block range.first + k).
   bool collect_stats = false;
@@ -143,12 +174,16 @@ class Model {
   void sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& g, const SubActs& a, const float* df,
                            const float* dm1, int B, int T);
   void reserve_scratch(int B, int T);
+  SubActs& acts_of(Slot& s, int i, bool rerun);  // sub-layer i's activations (full recompute: the block scratch)
+  void rerun_block(Slot& s, int k);              // full recompute: block k's forward again, into the scratch
   void add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T);
 
   const float* dparam(size_t global_offset) const { return dp_ + (global_offset - slice_begin); }
   float* dgrad(size_t global_offset) { return dg_ + (global_offset - slice_begin); }
 
   Backend* be_;
+  Recompute recompute_;
+  ActTraits traits_;
   Array<float> dparams_, dgrads_;  // GPU backends: the device buffers (CPU: empty)
   Array<double> dacc_;
   float *dp_ = nullptr, *dg_ = nullptr;
@@ -162,6 +197,12 @@ class Model {
   // Backward scratch. The feed-forward's ∂/∂mid and ∂/∂m1 [N, d_ffn] apart from attention's: the backend may keep
   // them in bf16 only (Backend::keep_bf16), so no op reads them as fp32.
   Array<float> sa_, sb_, ds_, df_, dmid_, dm1_, dmid_ffn_, dm1_ffn_, du_, dlogits_;
+  // Forward scratch: F's output where no backward reads it (no LN_branch), LN_branch's output (never read back),
+  // with selective recomputation the probabilities and the recomputed attention output; with full recomputation
+  // one block's activations (block_[0] attention, block_[1] feed-forward, rerun_y_ the rerun block's output).
+  Array<float> fwd_;
+  float *fwd_f_ = nullptr, *fwd_g_ = nullptr, *fwd_probs_ = nullptr, *fwd_mid_ = nullptr, *rerun_y_ = nullptr;
+  SubActs block_kept_[2], block_[2];
 };
 
 }  // namespace strata

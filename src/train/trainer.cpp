@@ -3,6 +3,7 @@
 // and MFU, periodic evaluation and checkpoints.
 #include <cblas.h>
 #include <omp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <climits>
@@ -28,6 +29,7 @@
 #include "parallel/topology.hpp"
 #include "train/commands.hpp"
 #include "train/peak.hpp"
+#include "train/plan.hpp"
 #include "train/runinfo.hpp"
 
 namespace fs = std::filesystem;
@@ -310,6 +312,33 @@ std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const st
   return out;
 }
 
+// The measured peak of every rank beside strata plan's prediction, on the console and as one metrics record
+// {"step", "peak_rss_bytes": [per rank], "predicted_peak_bytes": [per rank]}. On the CPU the peak RSS; a GPU
+// rank's device memory is not measured yet (its host RSS is reported).
+void report_memory(const Topology& topo, const Plan& plan, bool gpu, std::ofstream* metrics, int64_t step,
+                   const std::function<void(const std::string&)>& say) {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  double mine = double(ru.ru_maxrss) * 1024.0;  // kilobytes on Linux
+  std::vector<double> all(topo.size, 0.0);
+  STRATA_MPI(MPI_Gather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, 0, topo.world));
+  if (topo.rank != 0) return;
+  for (int r = 0; r < topo.size; r++) {
+    const double want = plan.ranks[r].peak();
+    char line[256];
+    std::snprintf(line, sizeof line, "memory: rank %d (stage %d, replica %d): peak RSS %.1f MB, %s %.1f MB (%+.1f%%)",
+                  r, plan.ranks[r].stage, plan.ranks[r].replica, all[r] / 1e6, gpu ? "predicted on the device" :
+                  "predicted", want / 1e6, 100 * (want - all[r]) / all[r]);
+    say(line);
+  }
+  if (!metrics) return;
+  *metrics << "{\"step\":" << step << ",\"peak_rss_bytes\":[";
+  for (int r = 0; r < topo.size; r++) *metrics << (r ? "," : "") << std::llround(all[r]);
+  *metrics << "],\"predicted_peak_bytes\":[";
+  for (int r = 0; r < topo.size; r++) *metrics << (r ? "," : "") << std::llround(plan.ranks[r].peak());
+  *metrics << "]}\n" << std::flush;
+}
+
 }  // namespace
 
 double train_run(const Config& cfg, MPI_Comm world) {
@@ -352,7 +381,8 @@ double train_run(const Config& cfg, MPI_Comm world) {
   std::vector<AdamW> opts;
   std::vector<Model*> raw;
   for (int c = 0; c < v; c++) {
-    chunks.push_back(std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage), be));
+    chunks.push_back(
+        std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage), be, recompute_from_name(tc.recompute)));
     opts.emplace_back(chunks.back()->tensors, chunks.back()->slice_begin, chunks.back()->params.size(), be);
     raw.push_back(chunks.back().get());
   }
@@ -453,6 +483,14 @@ double train_run(const Config& cfg, MPI_Comm world) {
           " blocks, norm = ", mc.norm, "; ", topo.size, " rank(s) × ", threads, " thread(s) on ", be->name(),
           "; schedule ", pc.schedule, ", ", spec.M, " micro-batches of ", tc.micro_batch_size, " per replica; ",
           peak_text));
+  // strata plan's prediction for this layout; the measured peaks follow at the end of the run.
+  const Plan plan = plan_build(cfg, !gpu ? "cpu" : gpu_name.find("H200") != std::string::npos ? "h200" : "h100");
+  {
+    double most = 0;
+    for (const RankPlan& r : plan.ranks) most = std::max(most, r.peak());
+    say(str("memory: predicted peak ", int(most / 1e6), " MB per rank at most (", gpu ? "device memory" : "host RSS",
+            "; strata plan --config ", cfg.source, " for the breakdown), recompute = ", tc.recompute));
+  }
 
   // Transport: MPI between host buffers (staged through the host for GPU buffers), or NCCL GPU to GPU.
   MpiTransport mpi_transport(topo.pipe);
@@ -738,6 +776,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   }
   run_eval(st.step);
   if ((st.step > first_step || resume_from.empty()) && cfg.checkpoint.at_end) save();
+  report_memory(topo, plan, gpu != nullptr, lead ? &metrics : nullptr, st.step, say);
   topology_free(topo);
   return val_loss;
 }

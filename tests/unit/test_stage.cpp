@@ -4,6 +4,7 @@
 #define BOOST_TEST_MODULE stage
 #include <boost/test/data/test_case.hpp>
 #include <boost/test/unit_test.hpp>
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -129,4 +130,52 @@ BOOST_AUTO_TEST_CASE(slots_are_reused_after_release_and_counted) {
   BOOST_TEST(m.activation_bytes() == two);
   BOOST_TEST(m.slots_allocated() == 2);
   (void)b;
+}
+
+// Recomputation changes what a slot keeps, never a bit of the result: two micro-batches in flight with deferred W
+// passes (the case where full recomputation reruns a block twice), a middle stage and a head stage, every mode
+// against none; and each mode allocates exactly what activation_floats (strata plan) predicts, full the least.
+BOOST_DATA_TEST_CASE(recompute_keeps_less_and_gives_the_same_bits,
+                     bdata::make({"post", "res_post", "pre", "peri", "deepnorm", "mix"}), norm) {
+  const ModelConfig m = cfg(norm);
+  const int B = 2, T = 8, N = B * T;
+  auto xa = tokens(N, 1), ya = tokens(N, 2), xb = tokens(N, 3), yb = tokens(N, 4);
+  const float scale = 1.0f / (2 * N);
+  for (StageRange range : {StageRange{0, 4, true, true}, StageRange{1, 3, false, false}, StageRange{2, 4, false, true}}) {
+    std::vector<float> ref_grads, ref_dx;
+    double ref_loss = 0;
+    size_t none_bytes = 0;
+    for (Recompute rc : {Recompute::none, Recompute::selective, Recompute::full}) {
+      Model md(m, range, nullptr, rc);
+      md.init(5);
+      md.collect_stats = true;
+      md.reset_stats();
+      int a = md.acquire(B, T), b = md.acquire(B, T);
+      std::vector<float> in(size_t(N) * m.d_model);
+      for (size_t i = 0; i < in.size(); i++) in[i] = 0.5f * std::sin(0.37f * float(i));
+      double loss = 0;
+      for (int s : {a, b}) {
+        if (!range.embedding) std::memcpy(md.input(s), in.data(), in.size() * 4);
+        if (!range.head)
+          for (size_t i = 0; i < in.size(); i++) md.output_grad(s)[i] = 0.01f * std::cos(0.11f * float(i));
+        loss += md.forward_slot(s, (s == a ? xa : xb).data(), (s == a ? ya : yb).data());
+      }
+      md.backward_input(a, scale, true);
+      md.backward_input(b, scale, true);
+      md.backward_weight(b);
+      md.backward_weight(a);
+      std::vector<float> dx(md.input_grad(a), md.input_grad(a) + in.size());
+      const ActFloats f = activation_floats(m, range, rc, act_traits(md.backend(), m), B, T);
+      BOOST_TEST(md.activation_bytes() == 2 * 4 * (f.per_slot + f.deferred_w));
+      BOOST_TEST(md.scratch_bytes() == 4 * f.scratch);
+      if (rc == Recompute::none) {
+        ref_grads = md.grads, ref_dx = dx, ref_loss = loss, none_bytes = md.activation_bytes();
+        continue;
+      }
+      BOOST_TEST(loss == ref_loss);
+      BOOST_TEST(std::memcmp(md.grads.data(), ref_grads.data(), ref_grads.size() * 4) == 0, "gradients, mode " << int(rc));
+      BOOST_TEST(std::memcmp(dx.data(), ref_dx.data(), dx.size() * 4) == 0, "input gradient, mode " << int(rc));
+      BOOST_TEST(md.activation_bytes() < none_bytes);
+    }
+  }
 }
