@@ -23,7 +23,16 @@ using namespace strata;
 // `strata train` on every rank. Errors every rank meets alike (the config, the world size) are printed once, by
 // rank 0, and end every rank with exit 1; an error on one rank ends the whole job through MPI_Abort.
 int train_main(int argc, char** argv, const std::string& file, const std::vector<std::string>& sets) {
-  MPI_Init(&argc, &argv);
+  // Gradient buckets reduced while the backward runs want a thread that polls MPI (parallel/grad_sync.hpp): ask for
+  // MPI_THREAD_MULTIPLE then, and only then (a config that does not load is reported below, after MPI_Init).
+  bool polling_thread = false;
+  try {
+    const Config c = config_load(file, sets);
+    polling_thread = c.parallel.grad_bucket_mb > 0 && c.parallel.data > 1;
+  } catch (const Error&) {
+  }
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, polling_thread ? MPI_THREAD_MULTIPLE : MPI_THREAD_SINGLE, &provided);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);

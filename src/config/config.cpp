@@ -72,6 +72,8 @@ void config_visit(C& c, F&& f) {
   f("parallel", "virtual_stages", c.parallel.virtual_stages);
   f("parallel", "partition", c.parallel.partition);
   f("parallel", "transport", c.parallel.transport);
+  f("parallel", "zero", c.parallel.zero);
+  f("parallel", "grad_bucket_mb", c.parallel.grad_bucket_mb);
   f("stats", "interval", c.stats.interval);
   f("stats", "file", c.stats.file);
 }
@@ -254,6 +256,10 @@ void config_validate(const Config& c) {
   STRATA_CHECK(!c.checkpoint.resume.empty(), src, ": key checkpoint.resume must be none, auto or a path");
   STRATA_CHECK(c.log.interval >= 1, src, ": key log.interval = ", c.log.interval, " must be >= 1");
   const auto& p = c.parallel;
+  STRATA_CHECK(p.grad_bucket_mb >= 0, src, ": key parallel.grad_bucket_mb = ", p.grad_bucket_mb,
+               " must be >= 0 (0: reduce the gradients after the backward)");
+  STRATA_CHECK(p.zero == 0 || p.zero == 1, src, ": key parallel.zero = ", p.zero,
+               " is not 0 (every replica keeps the whole optimizer state) or 1 (ZeRO-1: sharded over the replicas)");
   STRATA_CHECK(p.pipeline >= 1 && p.data >= 1 && p.virtual_stages >= 1, src, ": parallel.pipeline = ", p.pipeline,
                ", parallel.data = ", p.data, " and parallel.virtual_stages = ", p.virtual_stages, " must be >= 1");
   STRATA_CHECK(p.schedule == "gpipe" || p.schedule == "1f1b" || p.schedule == "interleaved" || p.schedule == "zb-h1",

@@ -84,6 +84,13 @@ struct ParallelConfig {
   int virtual_stages = 1;          // model chunks per rank (interleaved)
   std::string partition = "uniform";  // "uniform" or blocks per (virtual) stage, e.g. "[23, 25, 25, 23]"
   std::string transport = "mpi";   // mpi (host memory; GPU buffers staged through it) | nccl (GPU to GPU)
+  // 1: ZeRO-1, AdamW's moments sharded over the replicas of a stage (each updates its shard of the weights, then
+  // all-gathers them); checkpoints keep the one logical layout, so zero = 0 and 1 resume each other.
+  int zero = 0;
+  // > 0: the replicas' gradient sums reduced in buckets of this many MB (of float64 sums), each started while the
+  // backward runs as soon as its gradients are final (Megatron-LM's overlap_grad_reduce, PyTorch DDP's buckets); 0:
+  // one reduction after the backward. The same bits either way.
+  double grad_bucket_mb = 0;
 };
 
 struct StatsConfig {

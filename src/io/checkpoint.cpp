@@ -201,16 +201,18 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
   if (rank == 0) fs::create_directories(dir);
   MPI_Barrier(comm);
   const std::string tmp = dir + "/." + step_name(st.step) + ".tmp";
-  std::map<std::string, std::pair<const CheckpointPart*, size_t>> owned;  // by name: layouts are per model
+  // Per kind (weights, m, v) and tensor name (layouts are per model): where this rank's copy is. A part may carry
+  // weights only or moments only (ZeRO-1: replica 0 writes a stage's weights, each replica its shard's moments).
+  std::map<std::string, const float*> owned[3];
   for (const CheckpointPart& p : mine)
-    for (const TensorSpec* t : *p.tensors) owned[t->name] = {&p, t->offset - p.base};
+    for (const TensorSpec* t : *p.tensors)
+      for (int k = 0; k < 3; k++)
+        if (const float* b = k == 0 ? p.params : k == 1 ? p.m : p.v) owned[k][t->name] = b + (t->offset - p.base);
   {
     H5File f = size == 1 ? H5File::create(tmp) : H5File::create_parallel(tmp, comm);  // one rank: no MPI-IO
     write_body(f, cfg, l, st, true, [&](const TensorSpec& t, int k) -> const float* {
-      auto it = owned.find(t.name);
-      if (it == owned.end()) return nullptr;
-      const CheckpointPart& p = *it->second.first;
-      return (k == 0 ? p.params : k == 1 ? p.m : p.v) + it->second.second;
+      auto it = owned[k].find(t.name);
+      return it == owned[k].end() ? nullptr : it->second;
     }, stats_row);
   }
   std::string path = dir + "/" + step_name(st.step);
@@ -311,7 +313,7 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
   for (const TensorSpec* tp : tensors) {
     const TensorSpec& t = *tp;
     const size_t o = t.offset - base;
-    read("/model/", t, params + o);
+    if (params) read("/model/", t, params + o);
     if (m) read("/optimizer/m/", t, m + o);
     if (v) read("/optimizer/v/", t, v + o);
   }

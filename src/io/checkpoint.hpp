@@ -38,7 +38,8 @@ struct CheckpointView {  // what a save writes (m, v may be null for weights-onl
   TrainState state;
 };
 
-// What one rank owns of the model: tensors (global offsets) in buffers starting at global offset `base`.
+// What one rank owns of the model: tensors (global offsets) in buffers starting at global offset `base`; a null
+// buffer is a kind (weights, m, v) this part does not write.
 struct CheckpointPart {
   const std::vector<const TensorSpec*>* tensors;
   size_t base;
@@ -68,7 +69,8 @@ Config checkpoint_config(const std::string& path);
 // Reads weights (and moments where m, v are non-null, and state where st is non-null), checking every shape.
 void checkpoint_load(const std::string& path, const ParamLayout& l, float* params, float* m, float* v,
                      TrainState* st);
-// The same for a stage: only `tensors`, into buffers that start at global offset `base`.
+// The same for a stage: only `tensors`, into buffers that start at global offset `base` (params may be null too:
+// moments only, as a ZeRO-1 shard reads them).
 void checkpoint_load(const std::string& path, const std::vector<const TensorSpec*>& tensors, size_t base,
                      float* params, float* m, float* v, TrainState* st);
 // The run's model config must equal the checkpoint's; seq_len beyond its pos_embedding is named as such.

@@ -3,6 +3,7 @@
 #include "model/model.hpp"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
 
@@ -202,29 +203,48 @@ void Model::zero_grad() {
   if (da_) be_->zero(da_, grads.size() * sizeof(double));
 }
 
+void Model::ensure_accumulator() {
+  if (da_) return;
+  if (be_->host_memory()) {
+    grad_acc.assign(grads.size(), 0.0);
+    da_ = grad_acc.data();
+  } else {
+    dacc_ = Array<double>(*be_, grads.size());
+    da_ = dacc_.data();
+  }
+}
+
 void Model::fold_grads(Pass pass) {
-  if (!da_) {
-    if (be_->host_memory()) {
-      grad_acc.assign(grads.size(), 0.0);
-      da_ = grad_acc.data();
-    } else {
-      dacc_ = Array<double>(*be_, grads.size());
-      da_ = dacc_.data();
-    }
-  }
-  auto fold = [&](size_t o, size_t n) { be_->fold(da_ + o, dg_ + o, n); };
-  if (pass == Pass::both) return fold(0, grads.size());
-  if (norm_tensors_.empty() && !tensors.empty()) {  // LayerNorm gains and biases: what a B pass writes
-    norm_tensors_.assign(tensors.size(), false);
-    for (size_t k = 0; k < tensors.size(); k++)
-      norm_tensors_[k] = tensors[k]->name.find("ln_") != std::string::npos ||
-                         tensors[k]->name.rfind("final_norm", 0) == 0;
-  }
+  ensure_accumulator();
+  if (pass == Pass::both) return be_->fold(da_, dg_, grads.size());
   for (size_t k = 0; k < tensors.size(); k++)
-    if (norm_tensors_[k] == (pass == Pass::input)) fold(tensors[k]->offset - slice_begin, tensors[k]->size);
+    if (written_by(pass, k)) fold_tensor(k);
 }
 
 void Model::grads_from_accumulator() { be_->unfold(dg_, da_, grads.size()); }
+
+bool Model::written_by(Pass pass, size_t k) {
+  if (pass == Pass::both) return true;
+  if (norm_tensors_.empty() && !tensors.empty()) {  // LayerNorm gains and biases: what a B pass writes
+    norm_tensors_.assign(tensors.size(), false);
+    for (size_t j = 0; j < tensors.size(); j++)
+      norm_tensors_[j] = tensors[j]->name.find("ln_") != std::string::npos ||
+                         tensors[j]->name.rfind("final_norm", 0) == 0;
+  }
+  return norm_tensors_[k] == (pass == Pass::input);
+}
+
+void Model::fold_tensor(size_t k) {
+  ensure_accumulator();
+  const size_t o = tensors[k]->offset - slice_begin;
+  be_->fold(da_ + o, dg_ + o, tensors[k]->size);
+}
+
+int Model::part_of(size_t k) const {
+  const TensorSpec& t = *tensors[k];
+  if (t.block >= 0) return 2 * t.block + (t.name.find("/attn/") != std::string::npos ? 0 : 1);
+  return t.offset < layout.block_begin[0] ? -1 : 2 * cfg.layers;
+}
 
 Model::SubView Model::view(const SubOffsets& o) const {
   auto p = [&](size_t off) -> const float* { return off == kAbsent ? nullptr : dparam(off); };
@@ -444,6 +464,7 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
   float* dmid = attn ? dmid_.data() : dmid_ffn_.data();
   be_->matmul_backward_input(dmid, df, p.w2, N, IC2, d, false);  // [N,IC2]
+  if (on_sublayer) on_sublayer();
   const float* probs = a.probs;
   if (attn && recompute_ == Recompute::selective && traits_.probs) {  // the probabilities again, same bits
     be_->attention_forward(fwd_mid_, fwd_probs_, nullptr, a.m1, B, T, d, cfg.heads);
@@ -453,6 +474,7 @@ const float* Model::sub_backward_input(bool attn, const NormFlags& nf, const Sub
     be_->attention_backward(dm1, dmid, a.mid, probs, a.lse, a.m1, B, T, d, cfg.heads);  // [N,3d]
   else
     be_->activation_backward(dm1, dmid, a.m1, size_t(N) * F, act_);  // [N,F]
+  if (on_sublayer) on_sublayer();
   if (nf.ln_in) {  // dx = α·ds + LN_in's gradient
     be_->matmul_backward_input(du_.data(), dm1, p.w1, N, d, OC1, false);
     be_->layernorm_backward_residual(dx, gr.ln_in_g, gr.ln_in_b, du_.data(), a.x, p.ln_in_g, a.in_mean, a.in_rstd, N,
@@ -469,6 +491,7 @@ void Model::sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& gr, con
   const int N = B * T, d = cfg.d_model, F = cfg.d_ffn;
   const int IC2 = attn ? d : F, OC1 = attn ? 3 * d : F;
   be_->matmul_backward_weight(gr.w2, gr.b2, df, a.mid, N, IC2, d);
+  if (on_sublayer) on_sublayer();
   be_->matmul_backward_weight(gr.w1, gr.b1, dm1, nf.ln_in ? a.u : a.x, N, d, OC1);
 }
 
@@ -538,6 +561,7 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       be_->matmul_backward_input(dh, dl, dparam(layout.lm_head), N, d, V, false);
     }
     dcur = dh;
+    if (on_grads_written) on_grads_written(defer ? Pass::input : Pass::both, 2 * cfg.layers);
   }
   for (int i = 2 * nblocks() - 1; i >= 0; i--) {
     const int l = range.first + i / 2;
@@ -565,21 +589,28 @@ void Model::backward_input(int slot, float dloss_scale, bool defer) {
       sub_backward_weight(attn, nf, g, a, df, dm1, B, T);
     }
     dcur = dnext;
+    if (on_grads_written) on_grads_written(defer ? Pass::input : Pass::both, 2 * l + (attn ? 0 : 1));
     if (on_sublayer) on_sublayer();
   }
   if (collect_stats) be_->stats_flush();
   if (range.embedding && !defer)
     be_->embedding_backward(dgrad(layout.tok_embedding), dgrad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
   s.pending_w = defer;
+  if (on_grads_written) {
+    if (range.embedding) on_grads_written(defer ? Pass::input : Pass::both, -1);
+    on_grads_written(defer ? Pass::input : Pass::both, INT_MIN);
+  }
 }
 
 void Model::backward_weight(int slot) {
   Slot& s = *slots_[slot];
   STRATA_CHECK(s.pending_w, "backward_weight on slot ", slot, " without a deferred backward_input");
   const int B = s.b, T = s.t, N = B * T, d = cfg.d_model, V = cfg.vocab;
-  if (range.head)
+  if (range.head) {
     be_->matmul_backward_weight(dgrad(layout.lm_head), static_cast<float*>(nullptr), s.dlogits.data(),
                            has_final_norm(cfg) ? s.xf : output(slot), N, d, V);
+    if (on_grads_written) on_grads_written(Pass::weight, 2 * cfg.layers);
+  }
   // First the sub-layers whose B pass ran last (their ∂/∂f, ∂/∂m1 are still in cache), then upwards.
   for (int i = 0; i < 2 * nblocks(); i++) {
     const int l = range.first + i / 2;
@@ -588,11 +619,16 @@ void Model::backward_weight(int slot) {
     if (recompute_ == Recompute::full && attn) rerun_block(s, i / 2);  // once more for the W pass
     const SubActs& a = acts_of(s, i, true);
     sub_backward_weight(attn, norm_flags(cfg, l), g, a, s.wdf[i].data(), s.wdm1[i].data(), B, T);
+    if (on_grads_written) on_grads_written(Pass::weight, 2 * l + (attn ? 0 : 1));
     if (on_sublayer) on_sublayer();
   }
   if (range.embedding)
     be_->embedding_backward(dgrad(layout.tok_embedding), dgrad(layout.pos_embedding), s.dx, s.tokens.data(), B, T, d);
   s.pending_w = false;
+  if (on_grads_written) {
+    if (range.embedding) on_grads_written(Pass::weight, -1);
+    on_grads_written(Pass::weight, INT_MIN);
+  }
 }
 
 float Model::forward(const int32_t* tokens, const int32_t* targets, int B, int T) {

@@ -100,6 +100,16 @@ class Model {
   enum class Pass { both, input, weight };
   void fold_grads(Pass pass = Pass::both);
   void grads_from_accumulator();
+  // The same per tensor, for a data-parallel reduction that starts while the backward runs (GradBuckets):
+  // whether `pass` writes tensors[k]'s gradient; fold tensors[k] alone.
+  bool written_by(Pass pass, size_t k);
+  void fold_tensor(size_t k);
+  // Which part of the stage tensors[k] belongs to: 2·block + (0 attention | 1 feed-forward), −1 the embeddings,
+  // 2·L the final norm and lm_head.
+  int part_of(size_t k) const;
+  // Called by a backward pass once it has written a part's gradients (the head's right after the loss, each
+  // sub-layer's after it, the embeddings' at the end), then with part = INT_MIN when the pass is over.
+  std::function<void(Pass pass, int part)> on_grads_written;
   std::vector<double> grad_acc;  // [params.size()] when accumulating, else empty (host mirror on a GPU)
 
   // ---- one micro-batch at a time (single process, eval, sample): slot 0 ----
@@ -174,6 +184,7 @@ class Model {
   void sub_backward_weight(bool attn, const NormFlags& nf, SubGrad& g, const SubActs& a, const float* df,
                            const float* dm1, int B, int T);
   void reserve_scratch(int B, int T);
+  void ensure_accumulator();
   SubActs& acts_of(Slot& s, int i, bool rerun);  // sub-layer i's activations (full recompute: the block scratch)
   void rerun_block(Slot& s, int k);              // full recompute: block k's forward again, into the scratch
   void add_forward_stats(int k, bool attn, const NormFlags& nf, const SubActs& a, int B, int T);

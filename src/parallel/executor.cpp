@@ -18,6 +18,49 @@ PipelineExecutor::PipelineExecutor(std::vector<Model*> chunks, const ScheduleSpe
   std::map<Key, size_t> last;
   for (size_t i = 0; i < actions_.size(); i++) last[{actions_[i].mb, actions_[i].chunk}] = i;
   for (auto& [k, i] : last) last_touch_[i] = true;
+  // Which pass each backward action runs, and the last pass of each chunk to write each kind of gradient.
+  const size_t n = actions_.size();
+  pass_.assign(n, Model::Pass::both);
+  fused_.assign(n, false), final_in_.assign(n, false), final_w_.assign(n, false);
+  std::vector<long> last_in(spec.v, -1), last_w(spec.v, -1);
+  for (size_t i = 0; i < n; i++) {
+    const Action& a = actions_[i];
+    if (a.op == Op::backward_input) {
+      // A B whose own W is the very next action (nothing to send in between) runs fused: splitting it would
+      // only cost the W pass its cache (zb-h1's stage 0 defers nothing).
+      fused_[i] = i + 1 < n && actions_[i + 1].op == Op::backward_weight && actions_[i + 1].mb == a.mb &&
+                  actions_[i + 1].chunk == a.chunk;
+      pass_[i] = fused_[i] ? Model::Pass::both : Model::Pass::input;
+    } else if (a.op == Op::backward_weight) {
+      if (i > 0 && fused_[i - 1]) continue;  // runs with its B
+      pass_[i] = Model::Pass::weight;
+    } else if (a.op != Op::backward) {
+      continue;
+    }
+    if (pass_[i] != Model::Pass::weight) last_in[a.chunk] = long(i);
+    if (pass_[i] != Model::Pass::input) last_w[a.chunk] = long(i);
+  }
+  for (int c = 0; c < spec.v; c++) {
+    if (last_in[c] >= 0) final_in_[size_t(last_in[c])] = true;
+    if (last_w[c] >= 0) final_w_[size_t(last_w[c])] = true;
+  }
+}
+
+void PipelineExecutor::set_grad_buckets(std::vector<GradBuckets*> buckets) {
+  STRATA_CHECK(buckets.size() == chunks_.size(), "executor: ", buckets.size(), " gradient bucket sets for ",
+               chunks_.size(), " chunks");
+  buckets_ = std::move(buckets);
+  for (size_t c = 0; c < chunks_.size(); c++) {
+    GradBuckets* b = buckets_[c];
+    chunks_[c]->on_grads_written = b ? std::function<void(Model::Pass, int)>([b](Model::Pass p, int part) {
+      b->written(p, part);
+    })
+                                     : nullptr;
+    chunks_[c]->on_sublayer = [this, b] {
+      tr_.progress();
+      if (b) b->progress();
+    };
+  }
 }
 
 PipelineExecutor::Live& PipelineExecutor::live(int mb, int c, int MB, int T) {
@@ -118,15 +161,12 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
       case Op::backward_input: {
         Live& l = live_.at({a.mb, a.chunk});
         wait_recv(l.recv_grad);
-        // A B whose own W is the very next action (nothing to send in between) runs fused: splitting it would
-        // only cost the W pass its cache (zb-h1's stage 0 defers nothing).
-        const bool fuse = a.op == Op::backward_input && i + 1 < actions_.size() &&
-                          actions_[i + 1].op == Op::backward_weight && actions_[i + 1].mb == a.mb &&
-                          actions_[i + 1].chunk == a.chunk;
-        const bool defer = a.op == Op::backward_input && !fuse;
+        const bool defer = pass_[i] == Model::Pass::input;
+        GradBuckets* gb = buckets_.empty() ? nullptr : buckets_[a.chunk];
+        if (gb) gb->begin_pass(pass_[i], final_in_[i], final_w_[i]);
         m.backward_input(l.slot, dloss_scale, defer);
-        if (fold) m.fold_grads(defer ? Model::Pass::input : Model::Pass::both);
-        if (fuse) skip_w_ = i + 1;
+        if (fold && !gb) m.fold_grads(pass_[i]);
+        if (fused_[i]) skip_w_ = i + 1;
         break;
       }
       case Op::send_grad: {
@@ -134,11 +174,14 @@ double PipelineExecutor::train_step(const MicroBatchSource& src, int MB, int T, 
         l.sends.push_back(tr_.isend(m.input_grad(l.slot), N * m.cfg.d_model, a.peer, tag(a.mb, vs - 1, true)));
         break;
       }
-      case Op::backward_weight:
+      case Op::backward_weight: {
         if (skip_w_ == i) break;  // done with its B
+        GradBuckets* gb = buckets_.empty() ? nullptr : buckets_[a.chunk];
+        if (gb) gb->begin_pass(Model::Pass::weight, false, final_w_[i]);
         m.backward_weight(live_.at({a.mb, a.chunk}).slot);
-        if (fold) m.fold_grads(Model::Pass::weight);
+        if (fold && !gb) m.fold_grads(Model::Pass::weight);
         break;
+      }
     }
     if (compute) {
       const int k = int(a.op);  // forward, backward, backward_input, backward_weight are 0 … 3

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "model/model.hpp"
+#include "parallel/grad_sync.hpp"
 #include "parallel/schedule.hpp"
 #include "parallel/transport.hpp"
 
@@ -25,6 +26,9 @@ class PipelineExecutor {
   // Forward only over M micro-batches (evaluation). Returns the summed loss (head stage).
   double eval_step(const MicroBatchSource& src, int M, int MB, int T);
   const std::vector<Action>& actions() const { return actions_; }
+  // Data-parallel reduction during the backward (one GradBuckets per chunk, or null): train_step then leaves the
+  // float64 folds to them, telling each which passes are the step's last to write its gradients.
+  void set_grad_buckets(std::vector<GradBuckets*> buckets);
 
   // Seconds spent in each kind of compute action (index: Op::forward, backward, backward_input,
   // backward_weight) and waiting for receives, summed since construction; and how many of each ran.
@@ -58,6 +62,11 @@ class PipelineExecutor {
   std::vector<Action> actions_;
   std::vector<bool> last_touch_;  // action i is the last one of its (micro-batch, chunk)
   size_t skip_w_ = size_t(-1);    // a W action already run fused with its B
+  // Per action: the backward pass it runs (a B whose W is next runs both), and whether that pass is its chunk's
+  // last to write the LayerNorm gradients (final_in_) or the other gradients (final_w_) in a step.
+  std::vector<Model::Pass> pass_;
+  std::vector<bool> fused_, final_in_, final_w_;
+  std::vector<GradBuckets*> buckets_;
   std::map<Key, Live> live_;
   std::vector<std::pair<Key, Live>> retired_;
   std::vector<int32_t> tok_, tgt_;

@@ -13,6 +13,7 @@
 #include "core/error.hpp"
 #include "model/layout.hpp"
 #include "model/model.hpp"
+#include "parallel/grad_sync.hpp"
 #include "parallel/partition.hpp"
 #include "parallel/schedule.hpp"
 
@@ -106,6 +107,7 @@ Plan plan_build(const Config& cfg, const std::string& device) {
     tr.qkv16 = bf16 && !tr.probs && (hs == 16 || hs == 32 || hs == 64 || hs == 128);
   }
   const bool fold = spec.M * D > 1;
+  const bool zero = pc.zero == 1 && D > 1;
   const double data = gpu ? 0.0 : shard_bytes(cfg.data.train) + shard_bytes(cfg.data.val);
 
   Plan p;
@@ -115,23 +117,30 @@ Plan plan_build(const Config& cfg, const std::string& device) {
     const std::vector<int> slots = slots_in_flight(spec, stage, deferred);
     RankPlan r;
     r.stage = stage;
-    double n = 0;  // parameters of this rank
+    double n = 0;                                 // parameters of this rank
+    std::vector<double> moments(D, 0.0);          // AdamW's values per replica (ZeRO-1: its shard's)
     for (int c = 0; c < v; c++) {
       const StageRange range = partition_range(counts, c * P + stage);
       const size_t begin = range.embedding ? 0 : layout.block_begin[range.first];
       const size_t end = range.head ? layout.total : layout.block_begin[range.last];
       n += double(end - begin);
+      std::vector<const TensorSpec*> tensors;  // as Model lists them
+      for (const TensorSpec& t : layout.tensors)
+        if (t.offset >= begin && t.offset < end) tensors.push_back(&t);
+      const ZeroShards zs = zero_shards(tensors, begin, end - begin, zero ? D : 1);
+      for (int r = 0; r < D; r++) moments[r] += 2.0 * double(zs.size(zero ? r : 0));
       const ActFloats a = activation_floats(mc, range, rc, tr, tc.micro_batch_size, mc.seq_len);
       r.activations += 4.0 * slots[c] * (a.per_slot + a.ints_per_slot + (deferred[c] ? a.deferred_w : 0));
       r.scratch += 4.0 * a.scratch;
       r.slots += slots[c];
     }
-    r.params = 4 * n, r.grads = 4 * n, r.grad_acc = fold ? 8 * n : 0, r.optimizer = 8 * n;
+    r.params = 4 * n, r.grads = 4 * n, r.grad_acc = fold ? 8 * n : 0;
     r.stats = cfg.stats.interval > 0 ? 4 * n : 0;
     r.data = data;
     r.runtime = gpu ? kGpuRuntime + (tc.precision == "bf16" ? 2 * n : 0) : process_base_bytes() + kCpuRuntime;
     for (int replica = 0; replica < D; replica++) {
       r.rank = stage * D + replica, r.replica = replica;
+      r.optimizer = 4 * moments[replica];
       p.ranks.push_back(r);
     }
   }
@@ -159,7 +168,7 @@ std::string plan_text(const Config& cfg, const Plan& p) {
   os << "plan: " << cfg.source << " on " << p.device << ", " << cfg.model.layers << " blocks, d = " << cfg.model.d_model
      << ", T = " << cfg.model.seq_len << ", " << pc.pipeline << " stage(s) x " << pc.data << " replica(s), "
      << pc.schedule << ", M = " << cfg.train.batch_size / pc.data / cfg.train.micro_batch_size
-     << ", recompute = " << cfg.train.recompute << "\n";
+     << ", recompute = " << cfg.train.recompute << ", zero = " << pc.zero << "\n";
   os << "  rank stage replica  slots   params    grads  grad_acc  optimizer  stats  activations  scratch     data  "
         "runtime     peak (MB)\n";
   for (const RankPlan& r : p.ranks) {

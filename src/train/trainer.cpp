@@ -24,6 +24,7 @@
 #include "io/stats.hpp"
 #include "optim/optimizer.hpp"
 #include "parallel/executor.hpp"
+#include "parallel/grad_sync.hpp"
 #include "parallel/partition.hpp"
 #include "parallel/staged_transport.hpp"
 #include "parallel/topology.hpp"
@@ -121,9 +122,10 @@ int first_nonfinite(const std::vector<std::unique_ptr<Model>>& chunks) {
 // Activation sums are added over data replicas; each block's values come from replica 0 of its stage.
 // `before` holds the parameters before this step's update (empty: no update happened, ratios are NaN);
 // grad_scale is the clipping factor already applied to the gradients (their norms are reported unclipped).
+// shards, zero: as in the step (each tensor's gradient statistic from the rank holding its reduced gradient).
 std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
-                             const std::vector<std::unique_ptr<Model>>& chunks,
-                             const std::vector<Array<float>>& before, bool have_acts, double grad_scale) {
+                             const std::vector<std::unique_ptr<Model>>& chunks, const std::vector<ZeroShards>& shards,
+                             bool zero, const std::vector<Array<float>>& before, bool have_acts, double grad_scale) {
   const int L = mc.layers;
   const size_t S = stats_names().size();
   std::vector<double> vals(S * L, 0.0);
@@ -145,15 +147,29 @@ std::vector<float> stats_row(const Topology& topo, const ModelConfig& mc,
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, sums.data(), int(sums.size()), MPI_DOUBLE, MPI_SUM, topo.data));
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, elems.data(), nb, MPI_DOUBLE, MPI_SUM, topo.data));
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, maxs.data(), nb, MPI_DOUBLE, MPI_MAX, topo.data));
+    // Σg² per tensor, by the rank holding its reduced gradient, gathered on replica 0.
+    Backend& be = m.backend();
+    std::vector<double> tg(m.tensors.size(), 0.0);
+    const int r = zero ? topo.replica : 0;
+    if (zero || topo.replica == 0) {
+      for (size_t i = shards[c].first[r]; i < shards[c].first[r + 1]; i++)
+        if (m.tensors[i]->block >= 0)
+          be.stats_sumsq_to(&tg[i], m.dgrads() + (m.tensors[i]->offset - m.slice_begin), m.tensors[i]->size,
+                            grad_scale * grad_scale);
+      be.stats_flush();
+    }
+    if (zero)
+      STRATA_MPI(MPI_Reduce(topo.replica == 0 ? MPI_IN_PLACE : tg.data(), tg.data(), int(tg.size()), MPI_DOUBLE,
+                            MPI_SUM, 0, topo.data));
     if (topo.replica != 0) continue;
     // Parameter statistics per block and sub-layer: Σg², Σw², Σ(Δw)², Σw_before².
     std::vector<double> gsq(2 * nb, 0), wsq(2 * nb, 0), dsq(2 * nb, 0), bsq(2 * nb, 0);
-    Backend& be = m.backend();
-    for (const TensorSpec* t : m.tensors) {
+    for (size_t i = 0; i < m.tensors.size(); i++) {
+      const TensorSpec* t = m.tensors[i];
       if (t->block < 0) continue;
       const int k = t->block - m.range.first, j = t->name.find("/attn/") != std::string::npos ? 0 : 1;
       const size_t o = t->offset - m.slice_begin;
-      be.stats_sumsq_to(&gsq[2 * k + j], m.dgrads() + o, t->size, grad_scale * grad_scale);
+      gsq[2 * k + j] += tg[i];
       be.stats_sumsq_to(&wsq[2 * k + j], m.dparams() + o, t->size);
       if (!before.empty()) {
         be.stats_sqdiff_to(&dsq[2 * k + j], m.dparams() + o, before[c].data() + o, t->size);
@@ -197,23 +213,42 @@ bool injected_failure(int rank, int64_t step) {
   return std::sscanf(e, "%d:%lld", &r, &s) == 2 && r == rank && s == step;
 }
 
-// Sums x over comm in place, in buckets of at most 2 Mi doubles.
-void allreduce_sum(double* x, size_t n, MPI_Comm comm) {
-  constexpr size_t kBucket = size_t(1) << 21;
-  for (size_t o = 0; o < n; o += kBucket)
-    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, x + o, int(std::min(kBucket, n - o)), MPI_DOUBLE, MPI_SUM, comm));
+// Σ g² over the chunks' gradients, the same bits with and without ZeRO-1: each tensor's sum by the rank holding its
+// reduced gradient (shard r of each chunk; under ZeRO-1 the other replicas add 0, exactly), added in layout order.
+double grad_sumsq(const std::vector<std::unique_ptr<Model>>& chunks, const std::vector<ZeroShards>& shards, int r,
+                  bool zero, MPI_Comm data) {
+  std::vector<double> per;
+  for (size_t c = 0; c < chunks.size(); c++) {
+    Model& m = *chunks[c];
+    const size_t first = per.size();
+    per.resize(first + m.tensors.size(), 0.0);
+    for (size_t i = shards[c].first[r]; i < shards[c].first[r + 1]; i++)
+      per[first + i] = m.backend().sum_squares(m.dgrads() + (m.tensors[i]->offset - m.slice_begin), m.tensors[i]->size);
+  }
+  if (zero) STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, per.data(), int(per.size()), MPI_DOUBLE, MPI_SUM, data));
+  double sq = 0;
+  for (double x : per) sq += x;
+  return sq;
 }
 
 // One checkpoint written by every rank at once (parallel HDF5); replica 0 of each stage writes its tensors.
+// The moments: each rank writes those it holds (`owned`, from global offset `moment_base`): replica 0 all of them, or
+// under ZeRO-1 every replica its shard's.
 void save_parallel(const Config& cfg, const Topology& topo, const std::vector<std::unique_ptr<Model>>& chunks,
-                   std::vector<AdamW>& opts, const TrainState& st,
+                   std::vector<AdamW>& opts, const std::vector<std::vector<const TensorSpec*>>& owned,
+                   const std::vector<size_t>& moment_base, bool zero, const TrainState& st,
                    const std::function<void(const std::string&)>& say, const std::vector<float>* stats_row) {
-  for (size_t c = 0; c < chunks.size() && topo.replica == 0; c++) chunks[c]->pull_params(), opts[c].pull();
   std::vector<CheckpointPart> mine;
-  if (topo.replica == 0)
-    for (size_t c = 0; c < chunks.size(); c++)
-      mine.push_back({&chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(), opts[c].m.data(),
-                      opts[c].v.data()});
+  for (size_t c = 0; c < chunks.size(); c++) {
+    if (topo.replica == 0) {
+      chunks[c]->pull_params();
+      mine.push_back({&chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(), nullptr, nullptr});
+    }
+    if (topo.replica == 0 || zero) {
+      opts[c].pull();
+      mine.push_back({&owned[c], moment_base[c], nullptr, opts[c].m.data(), opts[c].v.data()});
+    }
+  }
   const auto t0 = clock_type::now();
   const std::string path =
       checkpoint_save_parallel(cfg.checkpoint.dir, topo.world, cfg, chunks[0]->layout, mine, st, cfg.checkpoint.keep,
@@ -380,12 +415,21 @@ double train_run(const Config& cfg, MPI_Comm world) {
   std::vector<std::unique_ptr<Model>> chunks;
   std::vector<AdamW> opts;
   std::vector<Model*> raw;
+  // ZeRO-1 (parallel.zero = 1, D > 1): this replica's AdamW holds the moments of its shard of each chunk only.
+  const bool zero = pc.zero == 1 && D > 1;
+  std::vector<ZeroShards> shards;
+  std::vector<std::vector<const TensorSpec*>> owned;  // per chunk: the tensors whose moments this rank holds
   for (int c = 0; c < v; c++) {
     chunks.push_back(
         std::make_unique<Model>(mc, partition_range(counts, c * P + topo.stage), be, recompute_from_name(tc.recompute)));
-    opts.emplace_back(chunks.back()->tensors, chunks.back()->slice_begin, chunks.back()->params.size(), be);
-    raw.push_back(chunks.back().get());
+    Model& ch = *chunks.back();
+    shards.push_back(zero_shards(ch.tensors, ch.slice_begin, ch.params.size(), zero ? D : 1));
+    const int r = zero ? topo.replica : 0;
+    owned.emplace_back(ch.tensors.begin() + long(shards[c].first[r]), ch.tensors.begin() + long(shards[c].first[r + 1]));
+    opts.emplace_back(owned.back(), ch.slice_begin + shards[c].begin[r], shards[c].size(r), be);
+    raw.push_back(&ch);
   }
+  const int shard_of = zero ? topo.replica : 0;  // which shard of shards[c] this rank updates
 
   Loader train_data(shard_read(cfg.data.train, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.train);
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
@@ -398,8 +442,10 @@ double train_run(const Config& cfg, MPI_Comm world) {
     std::string err;
     try {
       for (int c = 0; c < v; c++) {
-        checkpoint_load(path, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(),
-                        opts[c].m.data(), opts[c].v.data(), &st);
+        checkpoint_load(path, chunks[c]->tensors, chunks[c]->slice_begin, chunks[c]->params.data(), nullptr, nullptr,
+                        &st);
+        checkpoint_load(path, owned[c], chunks[c]->slice_begin + shards[c].begin[shard_of], nullptr, opts[c].m.data(),
+                        opts[c].v.data(), nullptr);
         chunks[c]->push_params();
         opts[c].push();
       }
@@ -515,6 +561,24 @@ double train_run(const Config& cfg, MPI_Comm world) {
     say("transport: " + how);
   }
   PipelineExecutor exec(raw, spec, topo.stage, transport);
+  // parallel.grad_bucket_mb: the replicas' gradient sums reduced in buckets while the backward runs (host memory).
+  std::vector<std::unique_ptr<GradBuckets>> buckets;
+  if (pc.grad_bucket_mb > 0 && D > 1 && be->host_memory()) {
+    std::vector<GradBuckets*> mine;
+    for (int c = 0; c < v; c++) {
+      int level = 0;
+      MPI_Query_thread(&level);
+      buckets.push_back(std::make_unique<GradBuckets>(*chunks[c], zero ? &shards[c] : nullptr, pc.grad_bucket_mb * 1e6,
+                                                      topo.data, level == MPI_THREAD_MULTIPLE));
+      mine.push_back(buckets.back().get());
+    }
+    exec.set_grad_buckets(mine);
+  } else if (pc.grad_bucket_mb > 0 && D > 1) {
+    say(str("parallel.grad_bucket_mb = ", pc.grad_bucket_mb, ": gradients in device memory are reduced after the "
+            "backward (buckets during it are not built for device buffers yet)"));
+  }
+  double reduce_s = 0;  // wall time of the replicas' gradient reduction after the pipeline step (the exposed part)
+  int64_t reduce_steps = 0;
   const int B = tc.batch_size, MB = tc.micro_batch_size, T = mc.seq_len, BD = B / D;
   const auto t_start = clock_type::now();
   const int64_t first_step = st.step;
@@ -548,7 +612,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   auto write_stats = [&](int64_t step, double loss, double norm, double lr,
                          const std::vector<Array<float>>& before, bool acts, double grad_scale) {
     if (cfg.stats.interval <= 0) return;
-    last_row = stats_row(topo, mc, chunks, before, acts, grad_scale);
+    last_row = stats_row(topo, mc, chunks, shards, zero, before, acts, grad_scale);
     have_row = true;
     if (stats_out) stats_out->append(step, loss, norm, lr, last_row);
   };
@@ -556,7 +620,9 @@ double train_run(const Config& cfg, MPI_Comm world) {
   auto save = [&]() {
     if (st.step == last_saved) return;
     last_saved = st.step;
-    save_parallel(cfg, topo, chunks, opts, st, say, have_row ? &last_row : nullptr);
+    std::vector<size_t> base;
+    for (int c = 0; c < v; c++) base.push_back(chunks[c]->slice_begin + shards[c].begin[shard_of]);
+    save_parallel(cfg, topo, chunks, opts, owned, base, zero, st, say, have_row ? &last_row : nullptr);
   };
 
   install_stop_handlers();
@@ -594,6 +660,13 @@ double train_run(const Config& cfg, MPI_Comm world) {
     double loss_sum = exec.train_step(
         [&](int mb, int32_t* x, int32_t* y) { train_data.fill(first + uint64_t(mb) * MB, MB, x, y); }, MB, T,
         1.0f / float(B * T), fold);
+    // The gradient buckets still in flight (parallel.grad_bucket_mb): what the step waits for is their exposed part.
+    if (st.step == first_step + 1) reduce_s = 0, reduce_steps = 0;  // the run's first step warms up
+    {
+      const auto tw = clock_type::now();
+      for (auto& b : buckets) b->finish();
+      reduce_s += std::chrono::duration<double>(clock_type::now() - tw).count();
+    }
     // Loss: summed over replicas on the head stage, then known to every rank.
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss_sum, 1, MPI_DOUBLE, MPI_SUM, topo.data));
     STRATA_MPI(MPI_Bcast(&loss_sum, 1, MPI_DOUBLE, P - 1, topo.pipe));
@@ -601,16 +674,22 @@ double train_run(const Config& cfg, MPI_Comm world) {
     // Gradients: summed over replicas (each already carries the 1/(B·T) of the global mean), then rounded.
     if (fold)
       for (auto& ch : chunks) {
-        if (D > 1 && nccl_sum) {
+        const auto tr0 = clock_type::now();
+        if (!buckets.empty()) {
+          // reduced during the backward (finished above)
+        } else if (D > 1 && nccl_sum) {
           nccl_sum(ch->dgrad_acc(), ch->grads.size());
           ch->backend().written(ch->dgrad_acc(), ch->grads.size() * sizeof(double));
-        } else if (D > 1) {  // float64 sums over replicas, through host memory on a GPU
+        } else if (D > 1) {  // float64 sums over replicas (ZeRO-1: each shard's on its owner), through host memory on a GPU
+          const size_t c = size_t(&ch - chunks.data());
           ch->pull_grad_acc();
-          allreduce_sum(ch->grad_acc.data(), ch->grad_acc.size(), topo.data);
+          grad_reduce(ch->grad_acc.data(), ch->grad_acc.size(), zero ? &shards[c] : nullptr, topo.data);
           ch->push_grad_acc();
         }
-        ch->grads_from_accumulator();
+        reduce_s += std::chrono::duration<double>(clock_type::now() - tr0).count();
+        ch->grads_from_accumulator();  // ZeRO-1: only this rank's shard holds the sums; the rest is not read
       }
+    if (D > 1) reduce_steps++;
     inject_nan(topo.rank, st.step + 1, chunks);
     // Non-finite loss or gradients: every rank learns the first tensor (in layer order) holding one.
     int bad = first_nonfinite(chunks);
@@ -662,8 +741,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       continue;
     }
     rollbacks_in_a_row = 0;
-    double sq = 0;
-    for (auto& ch : chunks) sq += be->sum_squares(ch->dgrads(), ch->grads.size());
+    double sq = grad_sumsq(chunks, shards, shard_of, zero, topo.data);
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
     const double lr = lr_at(tc, st.step) * st.lr_scale;
@@ -673,9 +751,15 @@ double train_run(const Config& cfg, MPI_Comm world) {
         be->copy(before[c].data(), chunks[c]->dparams(), chunks[c]->params.size() * sizeof(float));
       }
     double clip_scale = 1.0;
-    for (int c = 0; c < v; c++) {
-      clip_scale = grad_clip(*be, chunks[c]->dgrads(), chunks[c]->grads.size(), norm, tc.grad_clip);
-      opts[c].update(chunks[c]->dparams(), chunks[c]->dgrads(), lr, st.step + 1, tc);
+    for (int c = 0; c < v; c++) {  // this rank's shard (all of it without ZeRO-1), then the others' from them
+      const size_t o = shards[c].begin[shard_of], n = shards[c].size(shard_of);
+      clip_scale = grad_clip(*be, chunks[c]->dgrads() + o, n, norm, tc.grad_clip);
+      opts[c].update(chunks[c]->dparams() + o, chunks[c]->dgrads() + o, lr, st.step + 1, tc);
+      if (zero) {
+        chunks[c]->pull_params();
+        params_allgather(chunks[c]->params.data(), shards[c], topo.data);
+        chunks[c]->push_params();
+      }
     }
     if (collecting) write_stats(st.step + 1, loss, norm, lr, before, true, clip_scale);
     st.step++;
@@ -773,6 +857,22 @@ double train_run(const Config& cfg, MPI_Comm world) {
                       p, t[0], t[1], t[2], t[3], t[4]);
       say(line);
     }
+  }
+  if (D > 1) {  // the largest rank's figure: what the step waits for
+    double ms = reduce_steps ? 1e3 * reduce_s / double(reduce_steps) : 0.0;
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &ms, 1, MPI_DOUBLE, MPI_MAX, topo.world));
+    size_t nb = 0;
+    for (auto& b : buckets) nb += b->count();
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "gradient reduction over %d replicas: %.2f ms per step exposed (%s; the run's first step left out "
+                  "where it has more, largest rank)",
+                  D, ms,
+                  buckets.empty() ? "one reduction after the backward"
+                                  : str(nb, " bucket(s) of at most ", pc.grad_bucket_mb,
+                                        " MB started during the backward").c_str());
+    say(line);
+    if (lead) metrics << "{\"step\":" << st.step << ",\"grad_reduce_exposed_ms\":" << ms << "}\n" << std::flush;
   }
   run_eval(st.step);
   if ((st.step > first_step || resume_from.empty()) && cfg.checkpoint.at_end) save();

@@ -107,5 +107,12 @@ BOOST_AUTO_TEST_CASE(errors_name_file_key_and_value) {
              "x.toml: key train.attention_kernel = \"mma\" needs a head size of 16, 32 or 64 (model.d_model / "
              "model.heads = 512 / 4 = 128)");
   BOOST_TEST(msg("", with(bf16, {"train.attention_kernel=mma"})) == "no error");  // 256 / 4 = 64
+  BOOST_TEST(msg("", {"train.recompute=some"}) ==
+             "x.toml: key train.recompute = \"some\" is not one of none, selective, full");
+  BOOST_TEST(msg("", {"parallel.zero=2"}) == "x.toml: key parallel.zero = 2 is not 0 (every replica keeps the whole "
+                                             "optimizer state) or 1 (ZeRO-1: sharded over the replicas)");
+  BOOST_TEST(msg("", {"parallel.grad_bucket_mb=-1"}) ==
+             "x.toml: key parallel.grad_bucket_mb = -1 must be >= 0 (0: reduce the gradients after the backward)");
+  BOOST_TEST(msg("", {"train.recompute=full", "parallel.zero=1", "parallel.grad_bucket_mb=25"}) == "no error");
   BOOST_TEST(msg("", {"train.bf16_activations=1"}) == "x.toml: key train.bf16_activations expects true or false, got 1");
 }
