@@ -103,9 +103,9 @@ train() {  # DIR LOGNAME ARGS...: one run, its output in $WORK/LOGNAME.log
     { say "$name: run failed ($?): $(grep -m1 -i error "$WORK/$name.log" || tail -1 "$WORK/$name.log")"; rc=1; return 1; }
 }
 compare() { "$PY" tests/gpu/compare_losses.py "$@" 6 | tee -a "$LOG"; [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1; }
-if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WORK"/nccl2 "$WORK"/dp2* &&
+if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/rc* "$WORK"/mpi2 "$WORK"/nccl2 "$WORK"/dp2* &&
   train "$WORK/start" start "$BIN" train $COMMON --set train.exit_interval=5; then
-  for r in cpu gpu32 gpu16 gpu16mma mpi2 nccl2 dp2mpi dp2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
+  for r in cpu gpu32 gpu16 gpu16mma rcfull mpi2 nccl2 dp2mpi dp2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
   R="--set checkpoint.resume=auto"
   train "$WORK/cpu" cpu "$BIN" train $COMMON $R
   train "$WORK/gpu32" gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -119,6 +119,11 @@ if want train && rm -rf "$WORK"/start "$WORK"/cpu "$WORK"/gpu* "$WORK"/mpi2 "$WO
     --set train.precision=bf16 --set train.attention_kernel=mma
   compare "GPU bf16 with mma attention vs GPU fp32 (20 steps)" "$WORK/gpu32/metrics.jsonl" \
     "$WORK/gpu16mma/metrics.jsonl" 2e-2
+  # Full activation recomputation (issue 19) reruns each block's forward on the GPU: the same bits as none.
+  train "$WORK/rcfull" rcfull "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 \
+    --set train.recompute=full
+  compare "GPU bf16 with train.recompute = full vs none (20 steps)" "$WORK/gpu16/metrics.jsonl" \
+    "$WORK/rcfull/metrics.jsonl" 0
   compare "2 stages, MPI transport (GPUs shared if fewer than 2), vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/mpi2/metrics.jsonl" 1e-4
   train "$WORK/dp2mpi" dp2mpi mpirun -np 2 --bind-to none "$BIN" train $COMMON $R --set train.device=cuda \
     --set parallel.data=2 --set train.micro_batch_size=4 --set parallel.transport=mpi

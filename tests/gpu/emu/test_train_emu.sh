@@ -16,7 +16,9 @@
 # every process's NCCL operations run one at a time: 2 stages and 2 data-parallel replicas (ncclAllReduce) give the
 # same losses as the MPI transport, bit for bit, and so do 2 stages x 2 replicas on four emulated GPUs; 2 stages
 # interleaved (with evaluation) and zb-h1 within 1e-4 of the CPU; two ranks on one emulated GPU are refused with
-# the NCCL transport.
+# the NCCL transport. Issue 19 on the GPU path: train.recompute = full (bf16, hidden activations kept in bf16; one
+# stage, and two under zb-h1, which reruns a block before its deferred weight gradients) and ZeRO-1 at two replicas
+# give the bits of their counterparts without them.
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -45,7 +47,7 @@ run() {  # NAME ARGS...
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
 for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i nccl2zb \
-  dp2mpi dp2nccl nccl1gpu grid2x2mpi grid2x2nccl; do cp -r "$WORK/start" "$WORK/$r"; done
+  dp2mpi dp2nccl nccl1gpu grid2x2mpi grid2x2nccl gpu16full mpi2b16zbfull dp2mpizero; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -62,11 +64,16 @@ run mpi2b16 mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set t
 run mpi2b16plain mpirun -np 2 --bind-to none -x STRATA_CUDA_OPERAND_CACHE=0 "$BIN" train $COMMON $R $STAGES2 \
   --set train.bf16_activations=false
 run mpi2b16zb mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1
+run gpu16full "$BIN" train $COMMON $R --set train.device=cuda --set train.precision=bf16 --set train.recompute=full
+run mpi2b16zbfull mpirun -np 2 --bind-to none "$BIN" train $COMMON $R $STAGES2 --set parallel.schedule=zb-h1 \
+  --set train.recompute=full
 # Two emulated GPUs; NCCL running one operation at a time per process (STRATA_EMU_NCCL_SERIAL=1), the strictest
 # reading of what NCCL promises, which the transport's global order must survive.
 TWO_GPUS="mpirun -np 2 --bind-to none -x STRATA_EMU_DEVICES=2 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_COUNTS=1
   -x STRATA_EMU_NCCL_SERIAL=1"
 run dp2mpi $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=mpi
+run dp2mpizero $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=mpi \
+  --set parallel.zero=1
 FOUR_GPUS="mpirun -np 4 --bind-to none -x STRATA_EMU_DEVICES=4 -x STRATA_EMU_NCCL_DIR=$WORK/nccl-emu -x STRATA_EMU_NCCL_SERIAL=1"
 GRID="--set train.device=cuda --set parallel.pipeline=2 --set parallel.data=2"
 run grid2x2mpi $FOUR_GPUS "$BIN" train $COMMON $R $GRID --set parallel.transport=mpi
@@ -139,6 +146,10 @@ if [ "$NCCL" = 1 ]; then
 fi
 cmp "2 replicas, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/dp2mpi/metrics.jsonl" 1e-4
 cmp "2 stages x 2 replicas, MPI transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/grid2x2mpi/metrics.jsonl" 1e-4
+cmp "bf16, train.recompute = full vs none" "$WORK/gpu16/metrics.jsonl" "$WORK/gpu16full/metrics.jsonl" 0
+cmp "bf16, 2 stages zb-h1, train.recompute = full vs none" "$WORK/mpi2b16zb/metrics.jsonl" \
+  "$WORK/mpi2b16zbfull/metrics.jsonl" 0
+cmp "2 replicas, MPI transport, ZeRO-1 vs zero = 0" "$WORK/dp2mpi/metrics.jsonl" "$WORK/dp2mpizero/metrics.jsonl" 0
 cmp "bf16 with the operand cache vs without" "$WORK/gpu16plain/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 0
 cmp "bf16, hidden activations kept in bf16 vs fp32" "$WORK/gpu16fp32act/metrics.jsonl" "$WORK/gpu16/metrics.jsonl" 1e-3
 cmp "bf16, 2 stages, with the operand cache vs without" "$WORK/mpi2b16plain/metrics.jsonl" \
