@@ -165,6 +165,9 @@ class Backend {
   // Device memory the backend holds beside the buffers it was asked to alloc(): the CUDA backend's bf16 GEMM
   // operand copies (its scratch not counted).
   virtual size_t extra_bytes() const { return 0; }
+  // The most bytes alloc() held at once since the backend was made (0 where the backend does not count: the CPU's,
+  // whose memory is the process's RSS).
+  virtual size_t peak_alloc_bytes() const { return 0; }
 
   // ---- device-side op timing (log.gpu_profile) ----
   // (Re)starts timing every op from now; false where the backend cannot (the CPU's).

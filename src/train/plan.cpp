@@ -137,7 +137,8 @@ Plan plan_build(const Config& cfg, const std::string& device) {
     r.params = 4 * n, r.grads = 4 * n, r.grad_acc = fold ? 8 * n : 0;
     r.stats = cfg.stats.interval > 0 ? 4 * n : 0;
     r.data = data;
-    r.runtime = gpu ? kGpuRuntime + (tc.precision == "bf16" ? 2 * n : 0) : process_base_bytes() + kCpuRuntime;
+    r.copies = gpu && tc.precision == "bf16" ? 2 * n : 0;
+    r.runtime = gpu ? kGpuRuntime : process_base_bytes() + kCpuRuntime;
     for (int replica = 0; replica < D; replica++) {
       r.rank = stage * D + replica, r.replica = replica;
       r.optimizer = 4 * moments[replica];
@@ -170,13 +171,13 @@ std::string plan_text(const Config& cfg, const Plan& p) {
      << pc.schedule << ", M = " << cfg.train.batch_size / pc.data / cfg.train.micro_batch_size
      << ", recompute = " << cfg.train.recompute << ", zero = " << pc.zero << "\n";
   os << "  rank stage replica  slots   params    grads  grad_acc  optimizer  stats  activations  scratch     data  "
-        "runtime     peak (MB)\n";
+        "copies  runtime     peak (MB)\n";
   for (const RankPlan& r : p.ranks) {
     char line[256];
-    std::snprintf(line, sizeof line, "  %4d %5d %7d %6d %8s %8s %9s %10s %6s %12s %8s %8s %8s %8s\n", r.rank, r.stage,
-                  r.replica, r.slots, mb(r.params).c_str(), mb(r.grads).c_str(), mb(r.grad_acc).c_str(),
+    std::snprintf(line, sizeof line, "  %4d %5d %7d %6d %8s %8s %9s %10s %6s %12s %8s %8s %7s %8s %8s\n", r.rank,
+                  r.stage, r.replica, r.slots, mb(r.params).c_str(), mb(r.grads).c_str(), mb(r.grad_acc).c_str(),
                   mb(r.optimizer).c_str(), mb(r.stats).c_str(), mb(r.activations).c_str(), mb(r.scratch).c_str(),
-                  mb(r.data).c_str(), mb(r.runtime).c_str(), mb(r.peak()).c_str());
+                  mb(r.data).c_str(), mb(r.copies).c_str(), mb(r.runtime).c_str(), mb(r.peak()).c_str());
     os << line;
   }
   char line[256];
@@ -199,7 +200,8 @@ std::string plan_json(const Config& cfg, const Plan& p) {
        << ", \"slots\": " << r.slots << ", \"params_bytes\": " << r.params << ", \"grads_bytes\": " << r.grads
        << ", \"grad_acc_bytes\": " << r.grad_acc << ", \"optimizer_bytes\": " << r.optimizer
        << ", \"stats_bytes\": " << r.stats << ", \"activation_bytes\": " << r.activations
-       << ", \"scratch_bytes\": " << r.scratch << ", \"data_bytes\": " << r.data << ", \"runtime_bytes\": " << r.runtime
+       << ", \"scratch_bytes\": " << r.scratch << ", \"data_bytes\": " << r.data << ", \"copies_bytes\": " << r.copies
+       << ", \"runtime_bytes\": " << r.runtime
        << ", \"peak_bytes\": " << r.peak() << "}";
   }
   os << "], \"flops_per_step\": " << p.flops_per_step << ", \"exec_flops_per_step\": " << p.exec_flops_per_step

@@ -20,10 +20,11 @@ struct RankPlan {
   double activations = 0;  // peak micro-batch slots in flight × their bytes (and deferred W inputs)
   double scratch = 0;      // activation scratch shared by the slots
   double data = 0;         // token shards held in memory (train and val)
-  double runtime = 0;      // the process or device context, libraries, BLAS/cuBLAS workspaces, bf16 weight copies
+  double copies = 0;       // a GPU's bf16 copies of the weights (the operand cache), in bf16
+  double runtime = 0;      // the process or device context, libraries, BLAS/cuBLAS workspaces
   int slots = 0;           // micro-batch slots in flight at the peak (over the rank's chunks)
   double peak() const {
-    return params + grads + grad_acc + optimizer + stats + activations + scratch + data + runtime;
+    return params + grads + grad_acc + optimizer + stats + activations + scratch + data + copies + runtime;
   }
 };
 

@@ -348,30 +348,43 @@ std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const st
 }
 
 // The measured peak of every rank beside strata plan's prediction, on the console and as one metrics record
-// {"step", "peak_rss_bytes": [per rank], "predicted_peak_bytes": [per rank]}. On the CPU the peak RSS; a GPU
-// rank's device memory is not measured yet (its host RSS is reported).
-void report_memory(const Topology& topo, const Plan& plan, bool gpu, std::ofstream* metrics, int64_t step,
+// {"step", "peak_rss_bytes": [per rank], "predicted_peak_bytes": [per rank]}, with a GPU also
+// "peak_device_bytes": the most the backend's buffers held at once and its operand copies, against the prediction
+// less its runtime term (the CUDA context and libraries, which the backend does not see).
+void report_memory(const Topology& topo, const Plan& plan, const Backend* gpu, std::ofstream* metrics, int64_t step,
                    const std::function<void(const std::string&)>& say) {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
-  double mine = double(ru.ru_maxrss) * 1024.0;  // kilobytes on Linux
-  std::vector<double> all(topo.size, 0.0);
-  STRATA_MPI(MPI_Gather(&mine, 1, MPI_DOUBLE, all.data(), 1, MPI_DOUBLE, 0, topo.world));
+  double mine[2] = {double(ru.ru_maxrss) * 1024.0,  // kilobytes on Linux
+                    gpu ? double(gpu->peak_alloc_bytes() + gpu->extra_bytes()) : 0.0};
+  std::vector<double> all(2 * size_t(topo.size), 0.0);
+  STRATA_MPI(MPI_Gather(mine, 2, MPI_DOUBLE, all.data(), 2, MPI_DOUBLE, 0, topo.world));
   if (topo.rank != 0) return;
   for (int r = 0; r < topo.size; r++) {
-    const double want = plan.ranks[r].peak();
-    char line[256];
-    std::snprintf(line, sizeof line, "memory: rank %d (stage %d, replica %d): peak RSS %.1f MB, %s %.1f MB (%+.1f%%)",
-                  r, plan.ranks[r].stage, plan.ranks[r].replica, all[r] / 1e6, gpu ? "predicted on the device" :
-                  "predicted", want / 1e6, 100 * (want - all[r]) / all[r]);
+    const RankPlan& p = plan.ranks[r];
+    const double rss = all[2 * r], dev = all[2 * r + 1];
+    char line[320];
+    if (!gpu)
+      std::snprintf(line, sizeof line, "memory: rank %d (stage %d, replica %d): peak RSS %.1f MB, predicted %.1f MB "
+                    "(%+.1f%%)", r, p.stage, p.replica, rss / 1e6, p.peak() / 1e6, 100 * (p.peak() - rss) / rss);
+    else
+      std::snprintf(line, sizeof line, "memory: rank %d (stage %d, replica %d): device buffers at most %.1f MB, "
+                    "predicted %.1f MB (%+.1f%%) + %.0f MB for the CUDA context (estimated); host peak RSS %.1f MB",
+                    r, p.stage, p.replica, dev / 1e6, (p.peak() - p.runtime) / 1e6,
+                    dev > 0 ? 100 * (p.peak() - p.runtime - dev) / dev : 0.0, p.runtime / 1e6, rss / 1e6);
     say(line);
   }
   if (!metrics) return;
-  *metrics << "{\"step\":" << step << ",\"peak_rss_bytes\":[";
-  for (int r = 0; r < topo.size; r++) *metrics << (r ? "," : "") << std::llround(all[r]);
-  *metrics << "],\"predicted_peak_bytes\":[";
-  for (int r = 0; r < topo.size; r++) *metrics << (r ? "," : "") << std::llround(plan.ranks[r].peak());
-  *metrics << "]}\n" << std::flush;
+  auto list = [&](const char* key, auto value) {
+    *metrics << ",\"" << key << "\":[";
+    for (int r = 0; r < topo.size; r++) *metrics << (r ? "," : "") << std::llround(value(r));
+    *metrics << "]";
+  };
+  *metrics << "{\"step\":" << step;
+  list("peak_rss_bytes", [&](int r) { return all[2 * r]; });
+  list("predicted_peak_bytes", [&](int r) { return plan.ranks[r].peak(); });
+  if (gpu) list("peak_device_bytes", [&](int r) { return all[2 * r + 1]; });
+  *metrics << "}\n" << std::flush;
 }
 
 }  // namespace
@@ -876,7 +889,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   }
   run_eval(st.step);
   if ((st.step > first_step || resume_from.empty()) && cfg.checkpoint.at_end) save();
-  report_memory(topo, plan, gpu != nullptr, lead ? &metrics : nullptr, st.step, say);
+  report_memory(topo, plan, gpu.get(), lead ? &metrics : nullptr, st.step, say);
   topology_free(topo);
   return val_loss;
 }

@@ -92,13 +92,16 @@ class CudaBackend final : public Backend {
     // for an NCCL receive posted ahead while its peer waits for this rank (cudaMalloc/cudaFree may).
     void* p = nullptr;
     cudaError_t e = cudaMallocAsync(&p, bytes, s());
-    if (e == cudaSuccess) allocs_[p] = bytes, wrote_bytes(p, bytes);
+    if (e == cudaSuccess) {
+      allocs_[p] = bytes, wrote_bytes(p, bytes);
+      live_bytes_ += bytes, peak_bytes_ = std::max(peak_bytes_, live_bytes_);
+    }
     STRATA_CHECK(e == cudaSuccess, "cuda backend (", name_, "): cudaMallocAsync of ", bytes,
                  " bytes: ", cudaGetErrorString(e));
     e = cudaMemsetAsync(p, 0, bytes, s());
     if (e == cudaSuccess) e = cudaStreamSynchronize(s());
     if (e != cudaSuccess) {
-      allocs_.erase(p);
+      allocs_.erase(p), live_bytes_ -= bytes;
       cudaFreeAsync(p, s());
       fail("cuda backend: cudaMemsetAsync/cudaStreamSynchronize zeroing ", bytes, " bytes: ",
            cudaGetErrorString(e));
@@ -108,7 +111,7 @@ class CudaBackend final : public Backend {
   void release(void* p) noexcept override {
     if (!p) return;
     auto a = allocs_.find(p);
-    if (a != allocs_.end()) drop(p, a->second), allocs_.erase(a);
+    if (a != allocs_.end()) live_bytes_ -= a->second, drop(p, a->second), allocs_.erase(a);
     cudaFreeAsync(p, s());  // after the work queued on the stream so far; errors ignored here
   }
   void written(const void* p, size_t bytes) override {
@@ -475,6 +478,7 @@ class CudaBackend final : public Backend {
     used_ = 0;
   }
 
+  size_t peak_alloc_bytes() const override { return peak_bytes_; }
   size_t extra_bytes() const override {
     size_t n = 0;
     for (auto& [x, c] : copies_) n += c.in_place ? 0 : c.cap * 2;
@@ -754,6 +758,7 @@ class CudaBackend final : public Backend {
   std::string name_;
   Stream stream_;
   bool memo_;
+  size_t live_bytes_ = 0, peak_bytes_ = 0;  // of alloc()'s buffers (peak_alloc_bytes)
   bool keep_;  // keep_bf16 honoured (bf16 with train.bf16_activations; with or without the cache)
   std::map<const void*, size_t> kept_;    // buffers kept in bf16 only: start → fp32 bytes
   std::map<const float*, Copy> copies_;  // by the fp32 operand's address

@@ -174,6 +174,17 @@ for path in sys.argv[1:]:
     print(f"gpu profile in {path.split('/')[-1]}: {len(stages)} stage table(s), GEMM calls {total} (want {want} each): "
           f"{'PASS' if good else 'FAIL'}")
     ok &= good
+# strata plan's device memory (less its CUDA-context estimate) against the most the backend's buffers held at once.
+for path in sys.argv[1:]:
+    found = list(re.finditer(r"device buffers at most ([0-9.]+) MB, predicted ([0-9.]+) MB \(([-+0-9.]+)%\)",
+                             open(path).read()))
+    if not found:
+        print(f"plan vs device buffers in {path.split('/')[-1]}: no memory line: FAIL")
+        ok = False
+    for m in found:
+        good = abs(float(m.group(3))) <= 15
+        print(f"plan vs device buffers in {path.split('/')[-1]}: {m.group(0)}: {'PASS' if good else 'FAIL'}")
+        ok &= good
 # The operand cache's memory is reported with the cache on, not with it off.
 on, off = (open(sys.argv[1].replace("gpu16", n)).read() for n in ("gpu16", "gpu16plain"))
 m = re.search(r"([0-9.]+) MiB of bf16 GEMM operand copies", on)
