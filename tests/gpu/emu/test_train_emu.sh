@@ -18,7 +18,8 @@
 # interleaved (with evaluation) and zb-h1 within 1e-4 of the CPU; two ranks on one emulated GPU are refused with
 # the NCCL transport. Issue 19 on the GPU path: train.recompute = full (bf16, hidden activations kept in bf16; one
 # stage, and two under zb-h1, which reruns a block before its deferred weight gradients) and ZeRO-1 at two replicas
-# give the bits of their counterparts without them.
+# give the bits of their counterparts without them (ZeRO-1 also over NCCL: ncclAllReduce of the sums, each replica's
+# shard updated, the weights all-gathered through host memory).
 set -u
 BUILD=$(cd "$1" && pwd)
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -47,7 +48,7 @@ run() {  # NAME ARGS...
 }
 run start "$BIN" train $COMMON --set train.exit_interval=2 || exit 1
 for r in cpu gpu32 gpu16 gpu16plain gpu16fp32act gpu16mma mpi2 mpi2b16 mpi2b16plain mpi2b16zb nccl2 nccl2i nccl2zb \
-  dp2mpi dp2nccl nccl1gpu grid2x2mpi grid2x2nccl gpu16full mpi2b16zbfull dp2mpizero; do cp -r "$WORK/start" "$WORK/$r"; done
+  dp2mpi dp2nccl nccl1gpu grid2x2mpi grid2x2nccl gpu16full mpi2b16zbfull dp2mpizero dp2ncclzero; do cp -r "$WORK/start" "$WORK/$r"; done
 R="--set checkpoint.resume=auto"
 run cpu "$BIN" train $COMMON $R
 run gpu32 "$BIN" train $COMMON $R --set train.device=cuda
@@ -85,6 +86,8 @@ run nccl2i $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set paral
 run nccl2zb $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.pipeline=2 \
   --set parallel.transport=nccl --set parallel.schedule=zb-h1
 run dp2nccl $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 --set parallel.transport=nccl
+run dp2ncclzero $TWO_GPUS "$BIN" train $COMMON $R --set train.device=cuda --set parallel.data=2 \
+  --set parallel.transport=nccl --set parallel.zero=1
 run grid2x2nccl $FOUR_GPUS "$BIN" train $COMMON $R $GRID --set parallel.transport=nccl
 # The NCCL runs did go through NCCL (the emulator's counts at exit, per rank): 4 steps × 8 micro-batches, one
 # activation out of stage 0 and one gradient back each; at least an allreduce per step on replicas; the MPI runs
@@ -141,6 +144,8 @@ if [ "$NCCL" = 1 ]; then
   cmp "2 stages zb-h1, NCCL transport, vs CPU" "$WORK/cpu/metrics.jsonl" "$WORK/nccl2zb/metrics.jsonl" 1e-4
   cmp "2 replicas on two emulated GPUs, ncclAllReduce vs MPI sums" "$WORK/dp2mpi/metrics.jsonl" \
     "$WORK/dp2nccl/metrics.jsonl" 0
+  cmp "2 replicas on two emulated GPUs, NCCL, ZeRO-1 vs zero = 0" "$WORK/dp2nccl/metrics.jsonl" \
+    "$WORK/dp2ncclzero/metrics.jsonl" 0
   cmp "2 stages x 2 replicas on four emulated GPUs, NCCL vs MPI transport" "$WORK/grid2x2mpi/metrics.jsonl" \
     "$WORK/grid2x2nccl/metrics.jsonl" 0
 fi
