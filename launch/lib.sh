@@ -57,3 +57,25 @@ forward_env() {
     esac
   done
 }
+
+# run_saving CMD...: runs mpirun (CMD) with SIGTERM and SIGINT sent on to it as SIGUSR1, which mpirun forwards to
+# every rank: each saves at the next step boundary and exits 0, however long the save takes. (mpirun's own SIGTERM
+# handling kills the ranks odls_base_sigkill_timeout = 1 s after forwarding it: mid-save for any real model.)
+# mpirun runs in a session of its own (setsid), so that a Ctrl-C or a signal to this script's process group reaches
+# it only as that USR1. Returns mpirun's exit code.
+run_saving() {
+  local child rc
+  local on='every rank saves at the next step boundary and exits (SIGUSR1 to mpirun)'
+  trap 'echo "$(basename "$0"): SIGTERM: $on" >&2; kill -USR1 "$child" 2>/dev/null' TERM
+  trap 'echo "$(basename "$0"): SIGINT: $on" >&2; kill -USR1 "$child" 2>/dev/null' INT
+  trap 'kill -USR1 "$child" 2>/dev/null' USR1
+  setsid "$@" &
+  child=$!
+  while true; do  # `wait` returns early when a trapped signal arrives; wait again until mpirun is gone
+    rc=0
+    wait "$child" || rc=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
+  trap - TERM INT USR1
+  return "$rc"
+}

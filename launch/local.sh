@@ -24,4 +24,4 @@ else
 fi
 forward_env
 echo "local.sh: $RANKS ranks (pipeline $P × data $D) × $THREADS threads on $(hostname), checkpoints in $CKPT_DIR" >&2
-exec "${MPIRUN[@]}" -np "$RANKS" "$STRATA_BIN" train --config "$CONFIG" "${SETS[@]}"
+run_saving "${MPIRUN[@]}" -np "$RANKS" "$STRATA_BIN" train --config "$CONFIG" "${SETS[@]}"

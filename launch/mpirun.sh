@@ -55,4 +55,4 @@ if [ -n "$IFACE" ]; then
 fi
 forward_env
 echo "mpirun.sh: $RANKS ranks (pipeline $P × data $D), $RPN per node on $nhosts host(s) of $HOSTFILE, $THREADS threads each, checkpoints in $CKPT_DIR" >&2
-exec "${MPIRUN[@]}" --wdir "$PWD" "$STRATA_BIN" train --config "$CONFIG" "${SETS[@]}"
+run_saving "${MPIRUN[@]}" --wdir "$PWD" "$STRATA_BIN" train --config "$CONFIG" "${SETS[@]}"

@@ -3,11 +3,13 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <toml++/toml.h>
 
 #include "core/error.hpp"
 #include "core/log.hpp"
+#include "io/h5.hpp"
 #include "data/prepare.hpp"
 #include "parallel/schedule.hpp"
 #include "train/plan.hpp"
@@ -19,6 +21,16 @@
 namespace {
 
 using namespace strata;
+
+// After an error: MPI_Finalize, unless an HDF5 file could not be closed (a full disk): HDF5 1.10's clean-up, which
+// MPI_Finalize runs, then crashes on it, so the process ends here with the error already reported.
+void finalize_after_error() {
+  if (h5_unclean()) {
+    std::fflush(nullptr);
+    std::_Exit(1);
+  }
+  MPI_Finalize();
+}
 
 // `strata train` on every rank. Errors every rank meets alike (the config, the world size) are printed once, by
 // rank 0, and end every rank with exit 1; an error on one rank ends the whole job through MPI_Abort.
@@ -51,13 +63,13 @@ int train_main(int argc, char** argv, const std::string& file, const std::vector
     train_run(cfg, MPI_COMM_WORLD);
   } catch (const AgreedError& e) {  // every rank is here with the same message
     if (rank == 0) log_error(e.what());
-    MPI_Finalize();
+    finalize_after_error();
     return 1;
   } catch (const std::exception& e) {
     if (size > 1) log_set_rank(rank);
     log_error(e.what());
     if (size > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-    MPI_Finalize();
+    finalize_after_error();
     return 1;
   }
   MPI_Finalize();

@@ -5,8 +5,8 @@
 #   USR1 (SLURM's warning before the time limit, --signal=B:USR1@…, or `scancel --signal=USR1 --batch`):
 #        forwarded to every rank, which save at the next step boundary and exit 0; the job then requeues itself
 #        unless training is complete.
-#   TERM (scancel, or preemption with PreemptMode=REQUEUE, where SLURM requeues): forwarded the same way, the
-#        ranks save and exit, and the job does not requeue itself.
+#   TERM (scancel, or preemption with PreemptMode=REQUEUE, where SLURM requeues): forwarded as USR1 the same way,
+#        the ranks save and exit, and the job does not requeue itself.
 source "$STRATA_HOME/launch/lib.sh"
 
 strata_slurm_run() {
@@ -40,7 +40,9 @@ strata_slurm_run() {
 
   local signal="" child rc
   trap 'signal=USR1; kill -USR1 "$child" 2>/dev/null' USR1
-  trap 'signal=TERM; kill -TERM "$child" 2>/dev/null' TERM
+  # TERM goes on as USR1: mpirun kills its ranks 1 s after forwarding a TERM of its own (mid-save), srun forwards
+  # USR1 alike. (SLURM's TERM to the whole job reaches the ranks directly too, and they save within KillWait.)
+  trap 'signal=TERM; kill -USR1 "$child" 2>/dev/null' TERM
   "${cmd[@]}" "$STRATA_BIN" train --config "$CONFIG" "${SETS[@]}" &
   child=$!
   # `wait` returns early when a trapped signal arrives; wait again until the ranks are gone.

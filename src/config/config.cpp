@@ -4,11 +4,13 @@
 #include <toml++/toml.h>
 
 #include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
 
 namespace strata {
 
@@ -62,6 +64,7 @@ void config_visit(C& c, F&& f) {
   f("checkpoint", "keep", c.checkpoint.keep);
   f("checkpoint", "resume", c.checkpoint.resume);
   f("checkpoint", "at_end", c.checkpoint.at_end);
+  f("checkpoint", "overwrite", c.checkpoint.overwrite);
   f("log", "interval", c.log.interval);
   f("log", "metrics", c.log.metrics);
   f("log", "peak_gflops", c.log.peak_gflops);
@@ -74,6 +77,7 @@ void config_visit(C& c, F&& f) {
   f("parallel", "transport", c.parallel.transport);
   f("parallel", "zero", c.parallel.zero);
   f("parallel", "grad_bucket_mb", c.parallel.grad_bucket_mb);
+  f("parallel", "watchdog_s", c.parallel.watchdog_s);
   f("stats", "interval", c.stats.interval);
   f("stats", "file", c.stats.file);
 }
@@ -145,6 +149,9 @@ void apply_override(toml::table& root, const std::string& ov, const std::string&
     parsed = toml::table{};
     parsed.insert("v", val);
   }
+  if (root.contains(sec) && !root[sec].is_table())
+    fail(source, ": --set '", ov, "': ", sec, " is ", node_text(*root[sec].node()), " in the file, not a section [",
+         sec, "]");
   auto* t = root[sec].as_table();
   if (!t) {
     root.insert(sec, toml::table{});
@@ -191,6 +198,11 @@ Config config_parse(const std::string& text, const std::string& source, const st
 }
 
 Config config_load(const std::string& file, const std::vector<std::string>& overrides) {
+  require_regular_file(file, "config file");
+  constexpr uintmax_t kMaxConfig = 1 << 20;  // a config is a few hundred lines; anything larger is the wrong file
+  const uintmax_t size = std::filesystem::file_size(file);
+  STRATA_CHECK(size <= kMaxConfig, file, ": config file is ", size, " bytes, more than 1 MiB (", kMaxConfig,
+               " bytes): is it the right file?");
   std::ifstream in(file, std::ios::binary);
   if (!in) fail(file, ": cannot open config file");
   std::stringstream ss;
@@ -258,6 +270,8 @@ void config_validate(const Config& c) {
   const auto& p = c.parallel;
   STRATA_CHECK(p.grad_bucket_mb >= 0, src, ": key parallel.grad_bucket_mb = ", p.grad_bucket_mb,
                " must be >= 0 (0: reduce the gradients after the backward)");
+  STRATA_CHECK(p.watchdog_s == 0 || p.watchdog_s >= 1, src, ": key parallel.watchdog_s = ", p.watchdog_s,
+               " must be 0 (off) or at least 1 second");
   STRATA_CHECK(p.zero == 0 || p.zero == 1, src, ": key parallel.zero = ", p.zero,
                " is not 0 (every replica keeps the whole optimizer state) or 1 (ZeRO-1: sharded over the replicas)");
   STRATA_CHECK(p.pipeline >= 1 && p.data >= 1 && p.virtual_stages >= 1, src, ": parallel.pipeline = ", p.pipeline,

@@ -68,6 +68,7 @@ struct CheckpointConfig {
   int keep = 0;                 // newest complete checkpoints kept; 0: all
   std::string resume = "none";  // none | auto | a checkpoint path
   bool at_end = true;           // save when training ends (false: benchmarks; signals and exit_interval still save)
+  bool overwrite = false;       // a fresh start over an earlier run's files moves them to <dir>/replaced-<time>/
 };
 
 struct LogConfig {
@@ -91,6 +92,9 @@ struct ParallelConfig {
   // backward runs as soon as its gradients are final (Megatron-LM's overlap_grad_reduce, PyTorch DDP's buckets); 0:
   // one reduction after the backward. The same bits either way.
   double grad_bucket_mb = 0;
+  // Seconds a rank may go without progress (a finished compute action, transfer, reduction or write) before the
+  // watchdog ends the job, naming the rank it waits for; 0: off. A frozen or lost rank otherwise hangs the job.
+  double watchdog_s = 600;
 };
 
 struct StatsConfig {

@@ -6,10 +6,12 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
 
 namespace strata {
 
 std::vector<uint16_t> shard_read(const std::string& path, int vocab) {
+  require_regular_file(path, "token shard");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, ": cannot open token shard");
   int32_t header[256] = {};

@@ -2,17 +2,23 @@
 #include "io/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <cstdlib>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/watchdog.hpp"
 #include "core/log.hpp"
 #include "io/h5.hpp"
 #include "io/stats.hpp"
@@ -25,24 +31,10 @@ namespace {
 
 std::vector<hsize_t> hdims(const TensorSpec& t) { return std::vector<hsize_t>(t.shape.begin(), t.shape.end()); }
 
-void fsync_path(const std::string& p, bool dir) {
-  int fd = ::open(p.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) fail(p, ": cannot open for fsync");
-  int r = ::fsync(fd);
-  ::close(fd);
-  if (r != 0) fail(p, ": fsync failed");
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream o(tmp, std::ios::trunc);
-    if (!o) fail(tmp, ": cannot create file");
-    o << text;
-    if (!o.flush()) fail(tmp, ": write failed");
-  }
-  fsync_path(tmp, false);
-  fs::rename(tmp, path);
+std::string mb(int64_t bytes) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f", double(std::max<int64_t>(bytes, 0)) / 1e6);
+  return b;
 }
 
 std::string step_name(int64_t step) {
@@ -149,6 +141,7 @@ void write_body(H5File& f, const Config& cfg, const ParamLayout& l, const TrainS
       f.write_f32_rows(obj, rows_buf.data(), dims, rows);
       f.attr_i64s(obj, "blocks", s.blocks);
       f.start_writeback();  // the disk works on this stack while the next one is built
+      watchdog::beat();
     }
   }
   f.write_i64("/state/step", st.step);
@@ -208,12 +201,47 @@ std::string checkpoint_save_parallel(const std::string& dir, MPI_Comm comm, cons
     for (const TensorSpec* t : *p.tensors)
       for (int k = 0; k < 3; k++)
         if (const float* b = k == 0 ? p.params : k == 1 ? p.m : p.v) owned[k][t->name] = b + (t->offset - p.base);
-  {
+  // The disk the file will take: the newest checkpoint's blocks (the same model writes the same file), else the
+  // payload and a margin for HDF5's metadata.
+  int64_t need = 0;
+  if (rank == 0) {
+    const auto prev = list_checkpoints(dir);
+    struct stat sb {};
+    if (!prev.empty() && ::stat(prev.back().second.c_str(), &sb) == 0)
+      need = int64_t(sb.st_blocks) * 512;
+    else
+      need = int64_t(l.total) * 4 * 3 * 101 / 100 + (stats_row ? int64_t(stats_row->size()) * 4 : 0) + (64 << 10);
+  }
+  try {
+    // A full disk is met here, before anything is written and alike on every rank (no collective write is left
+    // half done), with the previous checkpoint and `latest` as they were. A disk that fills during the write all
+    // the same is reported below. STRATA_TEST_NO_SPACE_CHECK skips the check (the tests of that case).
+    int err = 0;
+    int64_t free_now = 0;
+    if (rank == 0 && !std::getenv("STRATA_TEST_NO_SPACE_CHECK")) {
+      free_now = free_bytes(dir);
+      if (free_now >= 0 && free_now < need) err = ENOSPC;
+    }
+    MPI_Bcast(&err, 1, MPI_INT, 0, comm);
+    if (err) {
+      const auto prev = rank == 0 ? checkpoint_find_latest(dir) : std::string();
+      throw AgreedError(str(dir, ": cannot write the checkpoint of step ", st.step, " (key checkpoint.dir): ",
+                            std::strerror(err), ": it needs ", mb(need), " MB, ", mb(free_now), " MB are free; ",
+                            prev.empty() ? std::string("no earlier checkpoint") : prev + " and latest are as they were"));
+    }
     H5File f = size == 1 ? H5File::create(tmp) : H5File::create_parallel(tmp, comm);  // one rank: no MPI-IO
     write_body(f, cfg, l, st, true, [&](const TensorSpec& t, int k) -> const float* {
       auto it = owned[k].find(t.name);
       return it == owned[k].end() ? nullptr : it->second;
     }, stats_row);
+  } catch (const AgreedError&) {
+    throw;
+  } catch (const std::exception& e) {  // a write that failed all the same: the file is removed, the error says so
+    ::unlink(tmp.c_str());
+    const auto prev = checkpoint_find_latest(dir);
+    throw Error(str(e.what(), " (checkpoint of step ", st.step, " not written, ", mb(free_bytes(dir)),
+                    " MB free on its disk; ",
+                    prev.empty() ? std::string("no earlier checkpoint") : prev + " and latest are as they were", ")"));
   }
   std::string path = dir + "/" + step_name(st.step);
   if (rank == 0) path = publish(dir, tmp, st.step, keep);
@@ -323,6 +351,7 @@ void checkpoint_load(const std::string& path, const std::vector<const TensorSpec
     st->tokens_seen = uint64_t(f.read_i64("/state/tokens_seen"));
     f.read_f64("/state/lr_scale", &st->lr_scale, {});
     st->skipped_steps = f.read_i64("/state/skipped_steps");
+    st->seed = f.exists("/state/seed") ? f.read_i64("/state/seed") : -1;
   }
 }
 

@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <exception>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
 
 namespace strata {
 
@@ -17,12 +19,35 @@ struct Silence {  // HDF5 prints its own error stack by default; we report our o
 };
 void silence() { static Silence s; }
 
+}  // namespace
+
+// The system's reason behind the HDF5 error now on the stack (its file drivers put "errno = 28, error message =
+// 'No space left on device'" into a message), as ": reason", or "" when the stack names none.
+std::string h5_io_reason() {
+  std::string reason;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+    const std::string d = e->desc ? e->desc : "";
+    const auto p = d.find("error message = '");
+    auto& r = *static_cast<std::string*>(out);
+    if (p != std::string::npos && r.empty()) r = d.substr(p + 17, d.find('\'', p + 17) - (p + 17));
+    return 0;
+  }, &reason);
+  return reason.empty() ? "" : ": " + reason;
+}
+
+namespace {
+std::string io_reason() { return h5_io_reason(); }
+
+// Handles whose close failed: closing a dataset writes its cached chunks, so a full disk may first show there, in
+// a destructor that cannot throw. H5File::close() fails when the count grew while its file was open.
+long g_failed_closes = 0;
+
 // Closes any HDF5 handle at scope exit.
 struct Handle {
   hid_t id;
   herr_t (*close)(hid_t);
   ~Handle() {
-    if (id >= 0) close(id);
+    if (id >= 0 && close(id) < 0) g_failed_closes++;
   }
 };
 
@@ -39,6 +64,8 @@ std::string dims_text(const std::vector<hsize_t>& d) {
   for (size_t i = 0; i < d.size(); i++) s += (i ? ", " : "") + std::to_string(d[i]);
   return s + "]";
 }
+
+H5File::H5File(hid_t id, std::string path) : id_(id), path_(std::move(path)), failed_closes_at_open_(g_failed_closes) {}
 
 H5File H5File::create(const std::string& path) {
   silence();
@@ -89,30 +116,45 @@ void H5File::write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, 
     H5Sselect_none(ms.id);
     r = H5Dwrite(dset, mem_type, ms.id, fs.id, dxpl_, data);
   }
-  if (r < 0) fail(path_, ": writing dataset ", obj, " failed");
+  if (r < 0) fail(path_, ": writing dataset ", obj, " failed", io_reason());
 }
 
 H5File H5File::open(const std::string& path) {
+  require_regular_file(path, "HDF5 file");
   silence();
   hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) fail(path, ": cannot open as an HDF5 file (missing, truncated or not HDF5)");
   return H5File(f, path);
 }
 
+namespace {
+bool g_unclean = false;  // see h5_unclean()
+}  // namespace
+
+bool h5_unclean() { return g_unclean; }
+void h5_mark_unclean() { g_unclean = true; }
+
 H5File::~H5File() {
   if (writeback_fd_ >= 0) ::close(writeback_fd_);
+  if (id_ >= 0 && dxpl_ != H5P_DEFAULT && std::uncaught_exceptions() > 0) {
+    // Unwinding from an error in a parallel file: closing is collective, and the other ranks may be anywhere
+    // (waiting in the write this rank left). The file is left open; the process ends through MPI_Abort.
+    g_unclean = true;
+    return;
+  }
   if (dxpl_ != H5P_DEFAULT) H5Pclose(dxpl_);
-  if (id_ >= 0) H5Fclose(id_);
+  if (id_ >= 0 && H5Fclose(id_) < 0) g_unclean = true;
 }
 
 void H5File::close() {
   if (id_ < 0) return;
-  herr_t a = H5Fflush(id_, H5F_SCOPE_GLOBAL);
+  herr_t a = g_failed_closes != failed_closes_at_open_ ? -1 : H5Fflush(id_, H5F_SCOPE_GLOBAL);
   herr_t b = H5Fclose(id_);
   id_ = -1;
   if (writeback_fd_ >= 0) ::close(writeback_fd_), writeback_fd_ = -1;
   if (dxpl_ != H5P_DEFAULT) H5Pclose(dxpl_), dxpl_ = H5P_DEFAULT;
-  if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed");
+  if (b < 0) g_unclean = true;
+  if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed", io_reason());
 }
 
 bool H5File::exists(const std::string& obj) const {
@@ -172,7 +214,7 @@ hid_t H5File::create_f32(const std::string& obj, const std::vector<hsize_t>& dim
   H5Pset_obj_track_times(dcpl.id, 0);  // no timestamps: the same state gives the same bytes
   Handle p{lcpl(), H5Pclose};
   hid_t d = H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT);
-  if (d < 0) fail(path_, ": cannot create dataset ", obj);
+  if (d < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
   return d;
 }
 
@@ -204,7 +246,7 @@ void H5File::write_f32_rows(const std::string& obj, const float* data, const std
   if (rows.empty()) H5Sselect_none(ms.id);
   static const float dummy = 0;
   if (H5Dwrite(d.id, H5T_NATIVE_FLOAT, ms.id, fs.id, dxpl_, rows.empty() ? &dummy : data) < 0)
-    fail(path_, ": writing dataset ", obj, " failed");
+    fail(path_, ": writing dataset ", obj, " failed", io_reason());
 }
 
 void H5File::read_f32_row(const std::string& obj, hsize_t row, float* data, const std::vector<hsize_t>& expect,
@@ -234,7 +276,7 @@ void H5File::write_i32(const std::string& obj, const int32_t* data, const std::v
   Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), H5T_STD_I32LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
   write_raw(d.id, H5T_NATIVE_INT32, data, rank_ == 0, obj);
 }
 
@@ -250,7 +292,7 @@ void H5File::write_scalar(const std::string& obj, hid_t file_type, hid_t mem_typ
   Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), file_type, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
   write_raw(d.id, mem_type, v, rank_ == 0, obj);
 }
 
@@ -292,7 +334,7 @@ void H5File::write_string(const std::string& obj, const std::string& s) {
   Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), t.id, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj);
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
   write_raw(d.id, t.id, s.data(), rank_ == 0, obj);
 }
 
@@ -339,7 +381,7 @@ void H5File::attr_i64s(const std::string& obj, const std::string& name, const st
   Handle space{H5Screate_simple(1, &n, nullptr), H5Sclose};
   Handle a{H5Acreate2(o.id, name.c_str(), H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   if (a.id < 0 || H5Awrite(a.id, H5T_NATIVE_INT64, v.data()) < 0)
-    fail(path_, ": writing attribute ", obj, "@", name, " failed");
+    fail(path_, ": writing attribute ", obj, "@", name, " failed", io_reason());
 }
 bool H5File::has_attr(const std::string& obj, const std::string& name) const {
   return H5Aexists_by_name(id_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;

@@ -19,7 +19,8 @@ class H5File {
   static H5File create_parallel(const std::string& path, MPI_Comm comm);
   static H5File open(const std::string& path);    // read-only
   H5File(H5File&& o) noexcept
-      : id_(o.id_), path_(std::move(o.path_)), dxpl_(o.dxpl_), rank_(o.rank_), writeback_fd_(o.writeback_fd_) {
+      : id_(o.id_), path_(std::move(o.path_)), dxpl_(o.dxpl_), rank_(o.rank_), writeback_fd_(o.writeback_fd_),
+        failed_closes_at_open_(o.failed_closes_at_open_) {
     o.id_ = -1;
     o.dxpl_ = H5P_DEFAULT;
     o.writeback_fd_ = -1;
@@ -67,7 +68,7 @@ class H5File {
   void make_group(const std::string& obj);
 
  private:
-  H5File(hid_t id, std::string path) : id_(id), path_(std::move(path)) {}
+  H5File(hid_t id, std::string path);
   // Writes a whole dataset from data where `mine`, or takes part with an empty selection.
   void write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, const std::string& obj);
   void write_scalar(const std::string& obj, hid_t file_type, hid_t mem_type, const void* v);  // rank 0 writes
@@ -78,7 +79,15 @@ class H5File {
   hid_t dxpl_ = H5P_DEFAULT;  // collective transfer in parallel files
   int rank_ = 0;
   int writeback_fd_ = -1;  // a second descriptor of a created file, for start_writeback
+  long failed_closes_at_open_ = 0;  // see close()
 };
+
+// True once closing an HDF5 file failed (a full disk, say) or was skipped: HDF5 1.10 then crashes in its own
+// clean-up at exit (MPI_Finalize runs it), so the process ends with _exit after reporting its error (main.cpp).
+bool h5_unclean();
+void h5_mark_unclean();
+// The system's reason behind the HDF5 error on the stack, as ": No space left on device", or "".
+std::string h5_io_reason();
 
 std::string dims_text(const std::vector<hsize_t>& d);  // "[4, 8]"
 

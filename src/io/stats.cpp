@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.hpp"
+#include "io/h5.hpp"
 
 namespace strata {
 
@@ -75,7 +76,7 @@ StatsWriter::StatsWriter(const std::string& path, int L, int64_t keep_until) : p
 }
 
 StatsWriter::~StatsWriter() {
-  if (file_ >= 0) H5Fclose(file_);
+  if (file_ >= 0 && H5Fclose(file_) < 0) h5_mark_unclean();
 }
 
 void StatsWriter::extend(hid_t d, int64_t rows) {
@@ -96,16 +97,16 @@ void StatsWriter::append(int64_t step, double loss, double grad_norm, double lr,
   auto row = [&](const std::string& name, hid_t mem, const void* data, int L) {
     hid_t d = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
     hsize_t dims[2] = {hsize_t(rows_ + 1), hsize_t(L)};
-    H5Dset_extent(d, dims);
+    herr_t r = d < 0 ? -1 : H5Dset_extent(d, dims);
     hid_t fs = H5Dget_space(d);
     hsize_t start[2] = {hsize_t(rows_), 0}, count[2] = {1, hsize_t(L)};
     H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, nullptr, count, nullptr);
     hid_t ms = H5Screate_simple(L > 0 ? 2 : 1, count, nullptr);
-    herr_t r = H5Dwrite(d, mem, ms, fs, H5P_DEFAULT, data);
+    if (r >= 0) r = H5Dwrite(d, mem, ms, fs, H5P_DEFAULT, data);
     H5Sclose(ms);
     H5Sclose(fs);
-    H5Dclose(d);
-    if (r < 0) fail(path_, ": appending to ", name, " failed");
+    if (H5Dclose(d) < 0) r = -1;  // the close writes the dataset's cached chunks: a full disk shows here
+    if (r < 0) fail(path_, ": appending to ", name, " failed", h5_io_reason(), " (key stats.file)");
   };
   row("/step", H5T_NATIVE_INT64, &step, 0);
   row("/loss", H5T_NATIVE_DOUBLE, &loss, 0);
@@ -113,7 +114,8 @@ void StatsWriter::append(int64_t step, double loss, double grad_norm, double lr,
   row("/lr", H5T_NATIVE_DOUBLE, &lr, 0);
   for (size_t s = 0; s < S; s++) row("/blocks/" + stats_names()[s], H5T_NATIVE_FLOAT, values.data() + s * L_, L_);
   rows_++;
-  if (H5Fflush(file_, H5F_SCOPE_LOCAL) < 0) fail(path_, ": flushing the statistics file failed");
+  if (H5Fflush(file_, H5F_SCOPE_LOCAL) < 0)
+    fail(path_, ": writing the statistics of step ", step, " failed", h5_io_reason(), " (key stats.file)");
 }
 
 }  // namespace strata

@@ -7,6 +7,8 @@
 #include <cmath>
 
 #include "core/error.hpp"
+#include "core/watchdog.hpp"
+#include "parallel/mpi_watch.hpp"
 #include "parallel/topology.hpp"
 
 namespace strata {
@@ -36,6 +38,7 @@ ZeroShards zero_shards(const std::vector<const TensorSpec*>& tensors, size_t bas
 }
 
 void grad_reduce(double* acc, size_t n, const ZeroShards* shards, MPI_Comm comm) {
+  watchdog::Waiting waiting(sole_peer(comm), "the gradient reduction over the data replicas");
   if (!shards) {
     for (size_t o = 0; o < n; o += kBucket)
       STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, acc + o, int(std::min(kBucket, n - o)), MPI_DOUBLE, MPI_SUM, comm));
@@ -52,6 +55,7 @@ void grad_reduce(double* acc, size_t n, const ZeroShards* shards, MPI_Comm comm)
 }
 
 void params_allgather(float* params, const ZeroShards& shards, MPI_Comm comm) {
+  watchdog::Waiting waiting(sole_peer(comm), "the weights' all-gather over the data replicas (ZeRO-1)");
   const int D = int(shards.begin.size()) - 1;
   std::vector<int> counts(D), displs(D);
   for (int r = 0; r < D; r++) {
@@ -63,7 +67,7 @@ void params_allgather(float* params, const ZeroShards& shards, MPI_Comm comm) {
 }
 
 GradBuckets::GradBuckets(Model& chunk, const ZeroShards* shards, double bucket_bytes, MPI_Comm comm, bool thread)
-    : m_(chunk), comm_(comm) {
+    : m_(chunk), comm_(comm), peer_(sole_peer(comm)) {
   MPI_Comm_rank(comm, &me_);
   const size_t K = m_.tensors.size();
   const size_t cap = std::max<size_t>(1, size_t(bucket_bytes / sizeof(double)));
@@ -175,6 +179,7 @@ double GradBuckets::finish() {
                  " values at ", buckets_[i].off, ") was never started: its tensors were not all written in the step");
   const double t0 = MPI_Wtime();
   {
+    watchdog::Waiting waiting(peer_, "the gradient buckets' reduction over the data replicas");
     std::lock_guard<std::mutex> g(mu_);
     if (error_) std::rethrow_exception(error_);
     STRATA_MPI(MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));

@@ -67,6 +67,7 @@ class GradBuckets {
   void fold(size_t k);
   Model& m_;
   MPI_Comm comm_;
+  int peer_;  // the world rank the watchdog names when a reduction stalls (-1: one of several)
   int me_ = 0;
   std::vector<Bucket> buckets_;
   std::vector<MPI_Request> reqs_;          // per bucket

@@ -2,6 +2,7 @@
 #include "parallel/partition.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <limits>
 #include <sstream>
 
@@ -27,10 +28,20 @@ std::vector<int> partition_blocks(const ModelConfig& m, int S, const std::string
                L, ": every stage needs at least one block");
   if (spec != "uniform") {
     std::vector<int> counts;
+    STRATA_CHECK(spec.size() >= 2 && spec.front() == '[' && spec.back() == ']', "parallel.partition = \"", spec,
+                 "\" is neither \"uniform\" nor a list of blocks per stage such as [23, 25, 25, 23]");
     std::string t = spec.substr(1, spec.size() - 2);
     std::stringstream ss(t);
     std::string item;
-    while (std::getline(ss, item, ',')) counts.push_back(std::stoi(item));
+    while (std::getline(ss, item, ',')) {
+      const size_t a = item.find_first_not_of(" \t"), b = item.find_last_not_of(" \t");
+      const std::string num = a == std::string::npos ? "" : item.substr(a, b - a + 1);
+      int v = 0;
+      const auto r = std::from_chars(num.data(), num.data() + num.size(), v);
+      STRATA_CHECK(!num.empty() && r.ec == std::errc() && r.ptr == num.data() + num.size(), "parallel.partition = ",
+                   spec, ": entry ", counts.size() + 1, " \"", num, "\" is not a whole number of blocks");
+      counts.push_back(v);
+    }
     int sum = 0;
     for (int c : counts) {
       STRATA_CHECK(c >= 1, "parallel.partition = ", spec, ": every stage needs at least one block");

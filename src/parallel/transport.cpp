@@ -4,17 +4,33 @@
 #include <climits>
 
 #include "core/error.hpp"
+#include "core/watchdog.hpp"
 #include "parallel/topology.hpp"
 
 namespace strata {
+
+MpiTransport::MpiTransport(MPI_Comm comm) : comm_(comm) {
+  int n = 0;
+  MPI_Comm_size(comm, &n);
+  std::vector<int> mine(n);
+  for (int i = 0; i < n; i++) mine[i] = i;
+  world_.resize(n);
+  MPI_Group g, w;
+  MPI_Comm_group(comm, &g);
+  MPI_Comm_group(MPI_COMM_WORLD, &w);
+  MPI_Group_translate_ranks(g, n, mine.data(), w, world_.data());
+  MPI_Group_free(&g);
+  MPI_Group_free(&w);
+}
 
 MpiTransport::~MpiTransport() {
   for (auto& r : reqs_)
     if (r != MPI_REQUEST_NULL) MPI_Cancel(&r);
 }
 
-Transport::Handle MpiTransport::add(MPI_Request r) {
+Transport::Handle MpiTransport::add(MPI_Request r, int peer) {
   reqs_.push_back(r);
+  peers_.push_back(world_.at(size_t(peer)));
   return Handle(reqs_.size() - 1);
 }
 
@@ -22,17 +38,18 @@ Transport::Handle MpiTransport::isend(const float* buf, size_t n, int peer, int 
   STRATA_CHECK(n <= size_t(INT_MAX), "transfer of ", n, " floats exceeds MPI's int count");
   MPI_Request r;
   STRATA_MPI(MPI_Isend(buf, int(n), MPI_FLOAT, peer, tag, comm_, &r));
-  return add(r);
+  return add(r, peer);
 }
 
 Transport::Handle MpiTransport::irecv(float* buf, size_t n, int peer, int tag) {
   STRATA_CHECK(n <= size_t(INT_MAX), "transfer of ", n, " floats exceeds MPI's int count");
   MPI_Request r;
   STRATA_MPI(MPI_Irecv(buf, int(n), MPI_FLOAT, peer, tag, comm_, &r));
-  return add(r);
+  return add(r, peer);
 }
 
 void MpiTransport::wait(Handle h) {
+  watchdog::Waiting waiting(peers_[h], "a pipeline transfer of activations or gradients");
   STRATA_MPI(MPI_Wait(&reqs_[h], MPI_STATUS_IGNORE));
 }
 
@@ -45,14 +62,17 @@ bool MpiTransport::test(Handle h) {
 void MpiTransport::progress() {
   // One test drives Open MPI's progress engine for every outstanding transfer; start after the requests
   // known to be complete.
+  watchdog::beat();  // an action finished
   int flag = 0;
   while (first_open_ < reqs_.size() && reqs_[first_open_] == MPI_REQUEST_NULL) first_open_++;
   if (first_open_ < reqs_.size()) STRATA_MPI(MPI_Test(&reqs_[first_open_], &flag, MPI_STATUS_IGNORE));
 }
 
 void MpiTransport::finish() {
-  if (!reqs_.empty()) STRATA_MPI(MPI_Waitall(int(reqs_.size()), reqs_.data(), MPI_STATUSES_IGNORE));
+  for (size_t h = 0; h < reqs_.size(); h++)  // one at a time, so that a stall names its peer
+    if (reqs_[h] != MPI_REQUEST_NULL) wait(Handle(h));
   reqs_.clear();
+  peers_.clear();
   first_open_ = 0;
 }
 

@@ -30,7 +30,7 @@ class Transport {
 // Over one pipeline communicator; peers are ranks in it (= stages).
 class MpiTransport : public Transport {
  public:
-  explicit MpiTransport(MPI_Comm comm) : comm_(comm) {}
+  explicit MpiTransport(MPI_Comm comm);
   ~MpiTransport() override;
   Handle isend(const float* buf, size_t n, int peer, int tag) override;
   Handle irecv(float* buf, size_t n, int peer, int tag) override;
@@ -40,9 +40,11 @@ class MpiTransport : public Transport {
   void finish() override;
 
  private:
-  Handle add(MPI_Request r);
+  Handle add(MPI_Request r, int peer);
   MPI_Comm comm_;
   std::vector<MPI_Request> reqs_;  // indexed by handle; MPI_REQUEST_NULL when done
+  std::vector<int> peers_;         // indexed by handle: the world rank at the other end (the watchdog names it)
+  std::vector<int> world_;         // world rank of each rank of comm_
   size_t first_open_ = 0;          // reqs_ before this are complete
 };
 

@@ -18,6 +18,8 @@
 
 #include "backend/gpu_runtime.hpp"
 #include "core/error.hpp"
+#include "core/files.hpp"
+#include "core/watchdog.hpp"
 #include "core/log.hpp"
 #include "data/shard.hpp"
 #include "io/checkpoint.hpp"
@@ -31,6 +33,7 @@
 #include "train/commands.hpp"
 #include "train/peak.hpp"
 #include "train/plan.hpp"
+#include "train/rundir.hpp"
 #include "train/runinfo.hpp"
 
 namespace fs = std::filesystem;
@@ -49,17 +52,28 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 
 // Keeps the metrics records up to and including `step` (a resumed run rewrites what follows).
-void metrics_truncate(const std::string& path, int64_t step) {
+// A record cut short (a run killed while writing it: no closing brace, or no step that parses) is dropped; the
+// count of such lines is returned so the caller can say so.
+int metrics_truncate(const std::string& path, int64_t step) {
   std::ifstream in(path);
-  if (!in) return;
+  if (!in) return 0;
   std::string line, kept;
+  int partial = 0;
   while (std::getline(in, line)) {
-    auto p = line.find("\"step\":");
-    if (p != std::string::npos && std::stoll(line.substr(p + 7)) > step) continue;
+    if (line.empty()) continue;
+    const auto p = line.find("\"step\":");
+    char* end = nullptr;
+    const long long s = p == std::string::npos ? 0 : std::strtoll(line.c_str() + p + 7, &end, 10);
+    if (p == std::string::npos || end == line.c_str() + p + 7 || line.back() != '}') {
+      partial++;
+      continue;
+    }
+    if (s > step) continue;
     kept += line + "\n";
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  write_text_atomic(path, kept);  // a disk that cannot take it leaves the history as it was
+  return partial;
 }
 
 std::string fmt_time(double s) {
@@ -71,7 +85,7 @@ std::string fmt_time(double s) {
   return b;
 }
 
-// SIGTERM and SIGUSR1 only set this; every rank looks at the step boundary (see the loop).
+// SIGTERM, SIGUSR1 and SIGINT only set this; every rank looks at the step boundary (see the loop).
 volatile std::sig_atomic_t g_stop_signal = 0;
 void on_stop_signal(int sig) { g_stop_signal = sig; }
 
@@ -82,24 +96,28 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_flags = SA_RESTART | SA_RESETHAND;  // Ctrl-C saves; a second Ctrl-C ends the process at once
+  sigaction(SIGINT, &sa, nullptr);
 }
 
-// STRATA_TEST_NAN="rank:step:name" puts a NaN into the gradient of the first tensor whose name contains `name`
-// on that rank at that step (the non-finite tests).
+// STRATA_TEST_NAN="rank:step:name[:count[:every]]" puts a NaN into the gradient of the first tensor whose name
+// contains `name` on that rank at that step and at count - 1 more, `every` steps apart (the non-finite tests).
 void inject_nan(int rank, int64_t step, std::vector<std::unique_ptr<Model>>& chunks) {
   static bool done = false;  // once per process, so a rollback does not meet it again
   const char* e = std::getenv("STRATA_TEST_NAN");
   if (!e || done) return;
-  int r = -1;
+  int r = -1, count = 1, every = 1;
   long long s = -1;
   char name[128] = {};
-  if (std::sscanf(e, "%d:%lld:%127s", &r, &s, name) != 3 || r != rank || s != step) return;
+  if (std::sscanf(e, "%d:%lld:%127[^:]:%d:%d", &r, &s, name, &count, &every) < 3 || r != rank || step < s ||
+      every < 1 || (step - s) % every != 0 || step >= s + int64_t(count) * every)
+    return;
   for (auto& ch : chunks)
     for (const TensorSpec* t : ch->tensors)
       if (t->name.find(name) != std::string::npos) {
         const float nan = NAN;
         ch->backend().upload(ch->dgrads() + (t->offset - ch->slice_begin) + t->size / 2, &nan, sizeof nan);
-        done = true;
+        done = step + every >= s + int64_t(count) * every;
         return;
       }
 }
@@ -351,7 +369,7 @@ std::vector<std::string> profile_lines(const std::vector<OpTime>& prof, const st
 // {"step", "peak_rss_bytes": [per rank], "predicted_peak_bytes": [per rank]}, with a GPU also
 // "peak_device_bytes": the most the backend's buffers held at once and its operand copies, against the prediction
 // less its runtime term (the CUDA context and libraries, which the backend does not see).
-void report_memory(const Topology& topo, const Plan& plan, const Backend* gpu, std::ofstream* metrics, int64_t step,
+void report_memory(const Topology& topo, const Plan& plan, const Backend* gpu, RecordLog* metrics, int64_t step,
                    const std::function<void(const std::string&)>& say) {
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
@@ -384,7 +402,8 @@ void report_memory(const Topology& topo, const Plan& plan, const Backend* gpu, s
   list("peak_rss_bytes", [&](int r) { return all[2 * r]; });
   list("predicted_peak_bytes", [&](int r) { return plan.ranks[r].peak(); });
   if (gpu) list("peak_device_bytes", [&](int r) { return all[2 * r + 1]; });
-  *metrics << "}\n" << std::flush;
+  *metrics << "}\n";
+  metrics->commit();
 }
 
 }  // namespace
@@ -444,13 +463,24 @@ double train_run(const Config& cfg, MPI_Comm world) {
   }
   const int shard_of = zero ? topo.replica : 0;  // which shard of shards[c] this rank updates
 
+  require_regular_file(cfg.data.train, "token shard (key data.train)");
+  require_regular_file(cfg.data.val, "token shard (key data.val)");
   Loader train_data(shard_read(cfg.data.train, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.train);
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
+  // Validation asked for but impossible (fewer tokens than one batch of micro_batch_size × parallel.data sequences):
+  // said before anything runs, rather than silently never validating.
+  if (tc.eval_batches > 0 && val_data.eval_sequences() < uint64_t(tc.micro_batch_size) * uint64_t(pc.data))
+    throw AgreedError(str(cfg.data.val, ": the validation shard (key data.val) holds ", val_data.size(),
+                          " tokens, fewer than one validation batch needs (", tc.micro_batch_size * pc.data,
+                          " sequence(s) of ", mc.seq_len, " tokens and one more: train.micro_batch_size × parallel.data); "
+                          "set train.eval_batches = 0 to train without validation"));
 
   // Resume: the named checkpoint, or (auto) the newest one every rank can read, falling back past any that is
   // truncated, corrupt or incomplete. A model config that disagrees is an error, not a reason to fall back.
   TrainState st;
   std::string resume_from;
+  run_dir_remove_partial(cfg, topo, say);
+  const std::vector<std::string> earlier = run_dir_earlier(cfg, topo);  // an earlier run's files in checkpoint.dir
   auto load_all = [&](const std::string& path) {
     std::string err;
     try {
@@ -507,23 +537,29 @@ double train_run(const Config& cfg, MPI_Comm world) {
     resume_from = path;
   }
   if (!resume_from.empty()) {
+    // The seed decides the data order (and the init): a resumed run that changed it would train other data than the
+    // checkpoint's run would have, silently.
+    if (st.seed >= 0 && st.seed != tc.seed)
+      throw AgreedError(str(resume_from, ": the checkpoint's run has train.seed = ", st.seed, " but this run has ",
+                            "train.seed = ", tc.seed, " (", cfg.source, "); a resumed run keeps its seed, which fixes "
+                            "its data order"));
     say(str("resumed from ", resume_from, " at step ", st.step));
   } else {
+    run_dir_fresh_start(cfg, topo, earlier, say);  // moved aside, or refused: never truncated unsaid
     for (auto& ch : chunks) ch->init(uint64_t(tc.seed));
   }
 
   run_info_write(cfg, topo, threads, resume_from, st.step);
-  std::ofstream metrics;
+  RecordLog metrics;
   if (lead) {
     fs::create_directories(cfg.checkpoint.dir);
     const std::string path = cfg.log.metrics.empty() ? cfg.checkpoint.dir + "/metrics.jsonl" : cfg.log.metrics;
-    if (st.step > 0)
-      metrics_truncate(path, st.step);
-    else
-      std::ofstream(path, std::ios::trunc);
-    metrics.open(path, std::ios::app);
-    STRATA_CHECK(metrics.good(), path, ": cannot open the metrics file (key log.metrics)");
-    metrics.precision(9);
+    if (st.step > 0) {
+      if (const int cut = metrics_truncate(path, st.step))
+        log_info(str("warning: ", path, ": dropped ", cut, " record(s) cut short (a run killed while writing them)"));
+    } else
+      write_text_atomic(path, "");
+    metrics.open(path);
   }
 
   // MFU's peak: the config's; else the GPU's dense bf16 peak from its name; else the measured CPU sgemm peak.
@@ -613,7 +649,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
     STRATA_MPI(MPI_Bcast(&sum, 1, MPI_DOUBLE, P - 1, topo.pipe));
     val_loss = sum / (double(val_seqs) * T);
     say(str("step ", step, " | val_loss ", val_loss, " (", val_seqs * T, " tokens)"));
-    if (lead) metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n" << std::flush;
+    if (lead) (metrics << "{\"step\":" << step << ",\"val_loss\":" << val_loss << "}\n").commit();
   };
   // Per-layer statistics every stats.interval steps into stats.h5 (rank 0 writes); the last row also goes into
   // every checkpoint. have_row is the same on every rank; last_row holds values on rank 0.
@@ -639,8 +675,17 @@ double train_run(const Config& cfg, MPI_Comm world) {
   };
 
   install_stop_handlers();
+  // From here every rank makes progress or the watchdog ends the job (a frozen rank would hang it).
+  struct WatchdogScope {
+    WatchdogScope(double s, const Topology& t) {
+      if (t.size > 1) watchdog::start(s, t.rank);
+    }
+    ~WatchdogScope() { watchdog::stop(); }
+  } watchdog_scope(cfg.parallel.watchdog_s, topo);
   constexpr int kMaxRollbacks = 5;
   int rollbacks_in_a_row = 0;
+  constexpr int kMaxSkipsInARow = 5;  // a run whose updates keep failing is not training: stop, non-zero
+  int skips_in_a_row = 0;
   double window_s = 0;
   int window_steps = 0;
   std::vector<Array<float>> before;  // the parameters before a stats step's update, for ‖ΔW‖/‖W‖ (kept allocated)
@@ -649,6 +694,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
   int64_t profiled_steps = 0;  // completed (rolled-back ones not counted)
   if (cfg.log.gpu_profile && !gpu) say("log.gpu_profile: the CPU backend has no device timing; nothing is profiled");
   while (st.step < tc.steps) {
+    watchdog::set_step(st.step + 1);
     if (gpu && st.step == first_step + 1) {  // after the run's first step: the operand cache has its size
       unsigned long long extra = be->extra_bytes();
       STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &extra, 1, MPI_UNSIGNED_LONG_LONG, MPI_MAX, topo.world));
@@ -724,7 +770,16 @@ double train_run(const Config& cfg, MPI_Comm world) {
       write_stats(st.step + 1, loss, std::nan(""), lr_at(tc, st.step) * st.lr_scale, {}, collecting, 1.0);  // first
       if (tc.on_nonfinite == "abort") throw AgreedError(report + "; train.on_nonfinite = abort");
       if (tc.on_nonfinite == "skip") {
+        if (++skips_in_a_row > kMaxSkipsInARow)
+          throw AgreedError(str(report, "; train.on_nonfinite = skip gave up after ", kMaxSkipsInARow,
+                                " skipped steps in a row (", st.skipped_steps, " skipped in all)"));
         st.skipped_steps++;
+        // Skips that are not in a row count too: more than a tenth of the run's steps is not training.
+        const int64_t allowed = std::max<int64_t>(kMaxSkipsInARow, tc.steps / 10);
+        if (st.skipped_steps > allowed)
+          throw AgreedError(str(report, "; train.on_nonfinite = skip gave up: ", st.skipped_steps,
+                                " updates skipped, more than a tenth of train.steps = ", tc.steps, " (at most ",
+                                allowed, ")"));
         say(str("warning: ", report, "; update skipped (train.on_nonfinite = skip, ", st.skipped_steps,
                 " skipped so far)"));
         st.step++;
@@ -754,6 +809,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
       continue;
     }
     rollbacks_in_a_row = 0;
+    skips_in_a_row = 0;
     double sq = grad_sumsq(chunks, shards, shard_of, zero, topo.data);
     STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &sq, 1, MPI_DOUBLE, MPI_SUM, topo.pipe));
     const double norm = std::sqrt(sq);
@@ -799,7 +855,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
           metrics << mfu;
         else
           metrics << "null";  // the GPU's peak is unknown (log.peak_gflops sets it)
-        metrics << ",\"activation_bytes\":" << chunks[0]->activation_bytes() << "}\n" << std::flush;
+        (metrics << ",\"activation_bytes\":" << chunks[0]->activation_bytes() << "}\n").commit();
       }
       window_s = 0;
       window_steps = 0;
@@ -810,10 +866,13 @@ double train_run(const Config& cfg, MPI_Comm world) {
     int stop = int(g_stop_signal);
     if (tc.max_runtime > 0 && std::chrono::duration<double>(clock_type::now() - t_start).count() > tc.max_runtime)
       stop = std::max(stop, 1000);
-    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, topo.world));
+    {
+      watchdog::Waiting waiting(-1, "the step's end, where every rank agrees on stopping");
+      STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, topo.world));
+    }
     if (stop && st.step != tc.steps) {
-      say(str(stop == 1000 ? str("train.max_runtime = ", tc.max_runtime, " s reached")
-                           : str("received ", stop == SIGTERM ? "SIGTERM" : stop == SIGUSR1 ? "SIGUSR1" : "a signal"),
+      const char* sig = stop == SIGTERM ? "SIGTERM" : stop == SIGUSR1 ? "SIGUSR1" : stop == SIGINT ? "SIGINT" : "a signal";
+      say(str(stop == 1000 ? str("train.max_runtime = ", tc.max_runtime, " s reached") : str("received ", sig),
               ": saving at step ", st.step, " and exiting"));
       save();
       topology_free(topo);
@@ -885,7 +944,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
                                   : str(nb, " bucket(s) of at most ", pc.grad_bucket_mb,
                                         " MB started during the backward").c_str());
     say(line);
-    if (lead) metrics << "{\"step\":" << st.step << ",\"grad_reduce_exposed_ms\":" << ms << "}\n" << std::flush;
+    if (lead) (metrics << "{\"step\":" << st.step << ",\"grad_reduce_exposed_ms\":" << ms << "}\n").commit();
   }
   run_eval(st.step);
   if ((st.step > first_step || resume_from.empty()) && cfg.checkpoint.at_end) save();

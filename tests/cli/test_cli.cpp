@@ -172,8 +172,10 @@ BOOST_FIXTURE_TEST_CASE(checkpoint_at_end_false_saves_only_when_asked, Fixture) 
   BOOST_TEST_REQUIRE(r.code == 0, r.out);
   BOOST_TEST(!fs::exists(ck + "/step-00000003.h5"), "checkpoint.at_end = false wrote a final checkpoint");
   BOOST_TEST(fs::exists(ck + "/metrics.jsonl"));
-  // exit_interval still saves (a requeued job must be able to resume).
-  r = test::run(kBin + " train --config " + cfg + " --set checkpoint.at_end=false --set train.exit_interval=2");
+  // exit_interval still saves (a requeued job must be able to resume). The directory holds the first run's history,
+  // so starting over in it is asked for explicitly.
+  r = test::run(kBin + " train --config " + cfg +
+                " --set checkpoint.at_end=false --set train.exit_interval=2 --set checkpoint.overwrite=true");
   BOOST_TEST_REQUIRE(r.code == 0, r.out);
   BOOST_TEST(fs::exists(ck + "/step-00000002.h5"), r.out);
 }
