@@ -463,8 +463,26 @@ double train_run(const Config& cfg, MPI_Comm world) {
   }
   const int shard_of = zero ? topo.replica : 0;  // which shard of shards[c] this rank updates
 
-  require_regular_file(cfg.data.train, "token shard (key data.train)");
-  require_regular_file(cfg.data.val, "token shard (key data.val)");
+  // The shards are regular files on every rank (a FIFO would block its reader), said once: the first rank that
+  // finds one is not sends its line to all, and rank 0 prints it.
+  {
+    std::string why;
+    try {
+      require_regular_file(cfg.data.train, "token shard (key data.train)");
+      require_regular_file(cfg.data.val, "token shard (key data.val)");
+    } catch (const Error& e) {
+      why = e.what();
+    }
+    int first = why.empty() ? INT_MAX : topo.rank;
+    STRATA_MPI(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, topo.world));
+    if (first != INT_MAX) {
+      unsigned long long n = why.size();
+      STRATA_MPI(MPI_Bcast(&n, 1, MPI_UNSIGNED_LONG_LONG, first, topo.world));
+      why.resize(n);
+      STRATA_MPI(MPI_Bcast(why.data(), int(n), MPI_CHAR, first, topo.world));
+      throw AgreedError(topo.size > 1 ? str(why, " (seen by rank ", first, ")") : why);
+    }
+  }
   Loader train_data(shard_read(cfg.data.train, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.train);
   Loader val_data(shard_read(cfg.data.val, mc.vocab), mc.seq_len, uint64_t(tc.seed), cfg.data.val);
   // Validation asked for but impossible (fewer tokens than one batch of micro_batch_size × parallel.data sequences):
