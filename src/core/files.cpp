@@ -57,11 +57,11 @@ RecordLog::~RecordLog() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-void RecordLog::open(const std::string& path) {
+void RecordLog::open(const std::string& path, const std::string& what) {
   if (fd_ >= 0) ::close(fd_);
-  path_ = path;
+  path_ = path, what_ = what;
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) fail(path, ": cannot open the metrics file (key log.metrics): ", std::strerror(errno));
+  if (fd_ < 0) fail(path, ": cannot open ", what, ": ", std::strerror(errno));
 }
 
 void RecordLog::commit() {
@@ -73,8 +73,8 @@ void RecordLog::commit() {
   if (e == 0) return;
   // Cut the partial record off again; should that fail too, a resumed run drops it (metrics_truncate).
   [[maybe_unused]] const int cut = before >= 0 ? ::ftruncate(fd_, before) : 0;
-  fail(path_, ": writing the metrics record ", rec.substr(0, std::min<size_t>(rec.find(','), 24)), "...} failed: ",
-       std::strerror(e), " (the file holds every record before it)");
+  fail(path_, ": writing the record ", rec.substr(0, std::min<size_t>(rec.find(','), 24)), "...} to ", what_,
+       " failed: ", std::strerror(e), " (the file holds every record before it)");
 }
 
 }  // namespace strata

@@ -38,7 +38,7 @@ void write_text_atomic(const std::string& path, const std::string& text);
 // Free bytes for an unprivileged writer on the file system holding `path`, or -1.
 int64_t free_bytes(const std::string& path);
 
-// An append-only log of whole records (metrics.jsonl): each commit() writes what << gathered as one write(2) at
+// An append-only log of whole records (metrics.jsonl, runs.jsonl): each commit() writes what << gathered as one write(2) at
 // the end of the file. A record the disk cannot take is cut off again (the file keeps only whole records) and
 // commit throws naming the file, the record's first characters and the reason; nothing is lost silently.
 class RecordLog {
@@ -47,7 +47,8 @@ class RecordLog {
   RecordLog(const RecordLog&) = delete;
   RecordLog& operator=(const RecordLog&) = delete;
   ~RecordLog();
-  void open(const std::string& path);  // creates it if missing, appends
+  // Creates it if missing, appends; `what` names it in errors, e.g. "the metrics file (key log.metrics)".
+  void open(const std::string& path, const std::string& what);
   bool is_open() const { return fd_ >= 0; }
   template <class T>
   RecordLog& operator<<(const T& v) {
@@ -58,7 +59,7 @@ class RecordLog {
 
  private:
   int fd_ = -1;
-  std::string path_;
+  std::string path_, what_;
   std::ostringstream buf_;
 };
 

@@ -45,7 +45,12 @@ void shard_write(const std::string& path, const uint16_t* tokens, size_t n) {
     if (!out) fail(tmp, ": cannot create file");
     out.write(reinterpret_cast<const char*>(header), sizeof header);
     out.write(reinterpret_cast<const char*>(tokens), std::streamsize(2 * n));
-    if (!out.flush()) fail(tmp, ": write failed");
+    if (!out.flush()) {
+      out.close();
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      fail(path, ": writing the shard failed (", n, " tokens; is the disk full?); nothing was written");
+    }
   }
   std::filesystem::rename(tmp, path);
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/files.hpp"
 
 namespace fs = std::filesystem;
 
@@ -68,15 +69,7 @@ std::string writable(const std::string& dir) {
   return "";
 }
 
-void write_replace(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    STRATA_CHECK(out.good(), tmp, ": cannot write");
-  }
-  fs::rename(tmp, path);
-}
+void write_replace(const std::string& path, const std::string& text) { write_text_atomic(path, text); }
 
 }  // namespace
 
@@ -142,7 +135,9 @@ void run_info_write(const Config& cfg, const Topology& topo, int threads, const 
     j += ", \"slurm_restart_count\": " + json_str(env_or("SLURM_RESTART_COUNT", "0"));
     j += "}\n";
     write_replace(dir + "/run.json", j);
-    std::ofstream(dir + "/runs.jsonl", std::ios::app) << j;
+    RecordLog runs;
+    runs.open(dir + "/runs.jsonl", "the run history");
+    (runs << j).commit();
   }
   STRATA_MPI(MPI_Barrier(topo.world));
 }

@@ -577,7 +577,7 @@ double train_run(const Config& cfg, MPI_Comm world) {
         log_info(str("warning: ", path, ": dropped ", cut, " record(s) cut short (a run killed while writing them)"));
     } else
       write_text_atomic(path, "");
-    metrics.open(path);
+    metrics.open(path, "the metrics file (key log.metrics)");
   }
 
   // MFU's peak: the config's; else the GPU's dense bf16 peak from its name; else the measured CPU sgemm peak.
