@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config git
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools
       libboost-test-dev libboost-context-dev libopenblas-dev libopenblas-openmp-dev libtomlplusplus-dev libcli11-dev
-      munge slurmctld slurmd slurm-client bc
+      munge slurmctld slurmd slurm-client bc procps
       python3 python3-numpy python3-torch python3-h5py python3-matplotlib
       bible-kjv)
 missing=()
