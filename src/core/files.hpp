@@ -1,6 +1,6 @@
 // files.hpp: the checks on input paths made before anything reads them (a stat, which never blocks), and the
-// writes that must say when they fail: a whole text file replaced atomically, an append-only record log, the
-// space a file is about to take reserved before it is written.
+// writes that must say when they fail: a whole text file replaced atomically, an append-only record log; the free
+// space of a disk.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -29,7 +29,7 @@ struct TrainState {
   uint64_t tokens_seen = 0;
   double lr_scale = 1.0;     // product of train.rollback_lr_scale over the rollbacks so far
   int64_t skipped_steps = 0; // steps whose update was dropped (on_nonfinite = skip)
-  int64_t seed = -1;         // train.seed of the run that wrote it (read on load; −1: not stored); saves write the run's
+  int64_t seed = -1;         // /state/seed of a loaded checkpoint (−1: not stored); saves write cfg.train.seed
 };
 
 struct CheckpointView {  // what a save writes (m, v may be null for weights-only files)

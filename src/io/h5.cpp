@@ -36,11 +36,10 @@ std::string h5_io_reason() {
 }
 
 namespace {
-std::string io_reason() { return h5_io_reason(); }
-
 // Handles whose close failed: closing a dataset writes its cached chunks, so a full disk may first show there, in
 // a destructor that cannot throw. H5File::close() fails when the count grew while its file was open.
 long g_failed_closes = 0;
+bool g_unclean = false;  // see h5_unclean()
 
 // Closes any HDF5 handle at scope exit.
 struct Handle {
@@ -116,7 +115,7 @@ void H5File::write_raw(hid_t dset, hid_t mem_type, const void* data, bool mine, 
     H5Sselect_none(ms.id);
     r = H5Dwrite(dset, mem_type, ms.id, fs.id, dxpl_, data);
   }
-  if (r < 0) fail(path_, ": writing dataset ", obj, " failed", io_reason());
+  if (r < 0) fail(path_, ": writing dataset ", obj, " failed", h5_io_reason());
 }
 
 H5File H5File::open(const std::string& path) {
@@ -126,10 +125,6 @@ H5File H5File::open(const std::string& path) {
   if (f < 0) fail(path, ": cannot open as an HDF5 file (missing, truncated or not HDF5)");
   return H5File(f, path);
 }
-
-namespace {
-bool g_unclean = false;  // see h5_unclean()
-}  // namespace
 
 bool h5_unclean() { return g_unclean; }
 void h5_mark_unclean() { g_unclean = true; }
@@ -154,7 +149,7 @@ void H5File::close() {
   if (writeback_fd_ >= 0) ::close(writeback_fd_), writeback_fd_ = -1;
   if (dxpl_ != H5P_DEFAULT) H5Pclose(dxpl_), dxpl_ = H5P_DEFAULT;
   if (b < 0) g_unclean = true;
-  if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed", io_reason());
+  if (a < 0 || b < 0) fail(path_, ": flushing or closing the HDF5 file failed", h5_io_reason());
 }
 
 bool H5File::exists(const std::string& obj) const {
@@ -214,7 +209,7 @@ hid_t H5File::create_f32(const std::string& obj, const std::vector<hsize_t>& dim
   H5Pset_obj_track_times(dcpl.id, 0);  // no timestamps: the same state gives the same bytes
   Handle p{lcpl(), H5Pclose};
   hid_t d = H5Dcreate2(id_, obj.c_str(), H5T_IEEE_F32LE, space.id, p.id, dcpl.id, H5P_DEFAULT);
-  if (d < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
+  if (d < 0) fail(path_, ": cannot create dataset ", obj, h5_io_reason());
   return d;
 }
 
@@ -246,7 +241,7 @@ void H5File::write_f32_rows(const std::string& obj, const float* data, const std
   if (rows.empty()) H5Sselect_none(ms.id);
   static const float dummy = 0;
   if (H5Dwrite(d.id, H5T_NATIVE_FLOAT, ms.id, fs.id, dxpl_, rows.empty() ? &dummy : data) < 0)
-    fail(path_, ": writing dataset ", obj, " failed", io_reason());
+    fail(path_, ": writing dataset ", obj, " failed", h5_io_reason());
 }
 
 void H5File::read_f32_row(const std::string& obj, hsize_t row, float* data, const std::vector<hsize_t>& expect,
@@ -276,7 +271,7 @@ void H5File::write_i32(const std::string& obj, const int32_t* data, const std::v
   Handle space{H5Screate_simple(int(dims.size()), dims.data(), nullptr), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), H5T_STD_I32LE, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, h5_io_reason());
   write_raw(d.id, H5T_NATIVE_INT32, data, rank_ == 0, obj);
 }
 
@@ -292,7 +287,7 @@ void H5File::write_scalar(const std::string& obj, hid_t file_type, hid_t mem_typ
   Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), file_type, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, h5_io_reason());
   write_raw(d.id, mem_type, v, rank_ == 0, obj);
 }
 
@@ -334,7 +329,7 @@ void H5File::write_string(const std::string& obj, const std::string& s) {
   Handle space{H5Screate(H5S_SCALAR), H5Sclose};
   Handle p{lcpl(), H5Pclose};
   Handle d{H5Dcreate2(id_, obj.c_str(), t.id, space.id, p.id, H5P_DEFAULT, H5P_DEFAULT), H5Dclose};
-  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, io_reason());
+  if (d.id < 0) fail(path_, ": cannot create dataset ", obj, h5_io_reason());
   write_raw(d.id, t.id, s.data(), rank_ == 0, obj);
 }
 
@@ -381,7 +376,7 @@ void H5File::attr_i64s(const std::string& obj, const std::string& name, const st
   Handle space{H5Screate_simple(1, &n, nullptr), H5Sclose};
   Handle a{H5Acreate2(o.id, name.c_str(), H5T_STD_I64LE, space.id, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
   if (a.id < 0 || H5Awrite(a.id, H5T_NATIVE_INT64, v.data()) < 0)
-    fail(path_, ": writing attribute ", obj, "@", name, " failed", io_reason());
+    fail(path_, ": writing attribute ", obj, "@", name, " failed", h5_io_reason());
 }
 bool H5File::has_attr(const std::string& obj, const std::string& name) const {
   return H5Aexists_by_name(id_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0;

@@ -11,68 +11,74 @@
 
 #include "core/watchdog.hpp"
 
+std::vector<int> strata::world_ranks(MPI_Comm comm) {
+  int n = 0;
+  PMPI_Comm_size(comm, &n);
+  std::vector<int> mine(n), out(n);
+  for (int i = 0; i < n; i++) mine[i] = i;
+  MPI_Group g, w;
+  PMPI_Comm_group(comm, &g);
+  PMPI_Comm_group(MPI_COMM_WORLD, &w);
+  PMPI_Group_translate_ranks(g, n, mine.data(), w, out.data());
+  PMPI_Group_free(&g);
+  PMPI_Group_free(&w);
+  return out;
+}
+
 int strata::sole_peer(MPI_Comm comm) {
   static std::vector<std::pair<MPI_Comm, int>> known;
   for (const auto& k : known)
     if (k.first == comm) return k.second;
-  int size = 0, me = 0, out = -1;
+  int size = 0, me = 0;
   PMPI_Comm_size(comm, &size);
-  if (size == 2) {
-    PMPI_Comm_rank(comm, &me);
-    MPI_Group g, w;
-    PMPI_Comm_group(comm, &g);
-    PMPI_Comm_group(MPI_COMM_WORLD, &w);
-    int other = 1 - me;
-    PMPI_Group_translate_ranks(g, 1, &other, w, &out);
-    PMPI_Group_free(&g);
-    PMPI_Group_free(&w);
-  }
+  PMPI_Comm_rank(comm, &me);
+  const int out = size == 2 ? world_ranks(comm)[1 - me] : -1;
   if (known.size() < 64) known.emplace_back(comm, out);  // communicators freed and made again: the cache stays small
   return out;
 }
 
 namespace {
+using strata::sole_peer;
 using strata::watchdog::Waiting;
-int peer_of(MPI_Comm comm) { return strata::sole_peer(comm); }
 }  // namespace
 
 extern "C" {
 
 int MPI_Allreduce(const void* s, void* r, int n, MPI_Datatype t, MPI_Op op, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Allreduce");
+  Waiting w(sole_peer(c), "MPI_Allreduce");
   return PMPI_Allreduce(s, r, n, t, op, c);
 }
 int MPI_Reduce(const void* s, void* r, int n, MPI_Datatype t, MPI_Op op, int root, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Reduce");
+  Waiting w(sole_peer(c), "MPI_Reduce");
   return PMPI_Reduce(s, r, n, t, op, root, c);
 }
 int MPI_Bcast(void* b, int n, MPI_Datatype t, int root, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Bcast");
+  Waiting w(sole_peer(c), "MPI_Bcast");
   return PMPI_Bcast(b, n, t, root, c);
 }
 int MPI_Barrier(MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Barrier");
+  Waiting w(sole_peer(c), "MPI_Barrier");
   return PMPI_Barrier(c);
 }
 int MPI_Gather(const void* s, int sn, MPI_Datatype st, void* r, int rn, MPI_Datatype rt, int root, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Gather");
+  Waiting w(sole_peer(c), "MPI_Gather");
   return PMPI_Gather(s, sn, st, r, rn, rt, root, c);
 }
 int MPI_Allgather(const void* s, int sn, MPI_Datatype st, void* r, int rn, MPI_Datatype rt, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Allgather");
+  Waiting w(sole_peer(c), "MPI_Allgather");
   return PMPI_Allgather(s, sn, st, r, rn, rt, c);
 }
 int MPI_Allgatherv(const void* s, int sn, MPI_Datatype st, void* r, const int* rn, const int* d, MPI_Datatype rt,
                    MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Allgatherv");
+  Waiting w(sole_peer(c), "MPI_Allgatherv");
   return PMPI_Allgatherv(s, sn, st, r, rn, d, rt, c);
 }
 int MPI_Recv(void* b, int n, MPI_Datatype t, int src, int tag, MPI_Comm c, MPI_Status* st) {
-  Waiting w(peer_of(c), "MPI_Recv");
+  Waiting w(sole_peer(c), "MPI_Recv");
   return PMPI_Recv(b, n, t, src, tag, c, st);
 }
 int MPI_Send(const void* b, int n, MPI_Datatype t, int dst, int tag, MPI_Comm c) {
-  Waiting w(peer_of(c), "MPI_Send");
+  Waiting w(sole_peer(c), "MPI_Send");
   return PMPI_Send(b, n, t, dst, tag, c);
 }
 int MPI_Wait(MPI_Request* r, MPI_Status* st) {

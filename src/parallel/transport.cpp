@@ -5,23 +5,12 @@
 
 #include "core/error.hpp"
 #include "core/watchdog.hpp"
+#include "parallel/mpi_watch.hpp"
 #include "parallel/topology.hpp"
 
 namespace strata {
 
-MpiTransport::MpiTransport(MPI_Comm comm) : comm_(comm) {
-  int n = 0;
-  MPI_Comm_size(comm, &n);
-  std::vector<int> mine(n);
-  for (int i = 0; i < n; i++) mine[i] = i;
-  world_.resize(n);
-  MPI_Group g, w;
-  MPI_Comm_group(comm, &g);
-  MPI_Comm_group(MPI_COMM_WORLD, &w);
-  MPI_Group_translate_ranks(g, n, mine.data(), w, world_.data());
-  MPI_Group_free(&g);
-  MPI_Group_free(&w);
-}
+MpiTransport::MpiTransport(MPI_Comm comm) : comm_(comm), world_(world_ranks(comm)) {}
 
 MpiTransport::~MpiTransport() {
   for (auto& r : reqs_)

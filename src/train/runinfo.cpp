@@ -10,7 +10,6 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <vector>
 
@@ -69,8 +68,6 @@ std::string writable(const std::string& dir) {
   return "";
 }
 
-void write_replace(const std::string& path, const std::string& text) { write_text_atomic(path, text); }
-
 }  // namespace
 
 void run_info_write(const Config& cfg, const Topology& topo, int threads, const std::string& resumed_from,
@@ -106,8 +103,8 @@ void run_info_write(const Config& cfg, const Topology& topo, int threads, const 
         hosts[host]++;
       }
     }
-    write_replace(dir + "/ranks.txt", ranks);
-    write_replace(dir + "/config.toml", "# resolved config of the run started " + std::to_string(std::time(nullptr)) +
+    write_text_atomic(dir + "/ranks.txt", ranks);
+    write_text_atomic(dir + "/config.toml", "# resolved config of the run started " + std::to_string(std::time(nullptr)) +
                                             " (unix time) from " + cfg.source + "\n" + config_to_toml(cfg));
 
     unsigned h5maj = 0, h5min = 0, h5rel = 0;
@@ -134,7 +131,7 @@ void run_info_write(const Config& cfg, const Topology& topo, int threads, const 
     j += ", \"slurm_array_task\": " + json_str(env_or("SLURM_ARRAY_TASK_ID", ""));
     j += ", \"slurm_restart_count\": " + json_str(env_or("SLURM_RESTART_COUNT", "0"));
     j += "}\n";
-    write_replace(dir + "/run.json", j);
+    write_text_atomic(dir + "/run.json", j);
     RecordLog runs;
     runs.open(dir + "/runs.jsonl", "the run history");
     (runs << j).commit();

@@ -233,8 +233,9 @@ BOOST_FIXTURE_TEST_CASE(signals_save_or_leave_the_last_checkpoint_intact, Fixtur
   const std::string ck2 = dir + "/sig_mpirun";
   const std::string cfg2 = write(dir + "/mpirun.toml", config_text(dir, ck2, 1000000, 50));
   r = test::run("(timeout 90 " + mpirun(2) + "-x STRATA_TEST_SAVE_DELAY_MS=500 " + kBin + " train --config " + cfg2 +
-                " --set parallel.pipeline=2 & p=$!; while ! ls " + ck2 +
-                "/.step-*.tmp >/dev/null 2>&1 || [ ! -e " + ck2 + "/latest ]; do sleep 0.1; done; kill -TERM $p; "
+                " --set parallel.pipeline=2 & p=$!; n=0; while { ! ls " + ck2 +
+                "/.step-*.tmp >/dev/null 2>&1 || [ ! -e " + ck2 + "/latest ]; } && [ $((n += 1)) -lt 600 ]; do sleep 0.1; "
+                "done; kill -TERM $p; "
                 "wait $p)");
   BOOST_TEST(r.code != 0, "mpirun's SIGTERM: " << r.out);
   const std::string before = latest(ck2);
